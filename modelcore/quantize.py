@@ -1,51 +1,69 @@
-"""int8 sampling mode for serving annotators on CPUs.
+"""int8 weight-only sampling mode, for serving annotators on CPUs.
 
-Decoding one sequence is bound by streaming the weights from memory; int8 weights are a quarter of
-float32. Weights are quantized per output channel (symmetric). On this PyTorch the fast CPU path
-for int8 weights is FBGEMM's dynamic linear, which also quantizes each activation row to int8 on
-the fly (per-row scale) and accumulates in int32; PyTorch's weight-only int8 kernel
-(`_weight_int8pack_mm`) is several times slower than float32 on AVX2 CPUs. Inference only.
+Decoding one sequence is bound by streaming the weights from memory, and int8 weights are a
+quarter of float32. Each output channel gets its own symmetric scale; activations stay float32,
+because quantizing them too (FBGEMM's dynamic int8 linear) wrecks SmolLM2, whose activations have
+outlier channels (half of the greedy predictions change). PyTorch's own weight-only int8 CPU kernel
+(`_weight_int8pack_mm`) is several times slower than float32 on AVX2 machines, so the matrix-vector
+product is a small AVX2 kernel (`kernels/int8_linear.cpp`), compiled with PyTorch's C++ extension
+builder the first time the mode is used (about 30 s; cached afterwards). Inference only.
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+from types import ModuleType
+
 import torch
 from torch import nn
+from torch.utils.cpp_extension import load_inline
 
 from modelcore.model import LlamaLM
 
+_KERNEL_SOURCE = Path(__file__).parent / "kernels" / "int8_linear.cpp"
+
+
+@functools.cache
+def int8_kernel() -> ModuleType:
+    """The compiled kernel; an error on CPUs without AVX2 (the kernel is written for it)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512"):
+        raise RuntimeError(f"int8 sampling mode needs an AVX2 CPU; this one offers {capability}")
+    return load_inline(
+        name="tandem_int8_linear",
+        cpp_sources=[_KERNEL_SOURCE.read_text()],
+        functions=["int8_linear"],
+        extra_cflags=["-O3", "-mavx2", "-mfma"],
+    )
+
 
 class Int8Linear(nn.Module):
-    """A bias-free `nn.Linear` with per-output-channel int8 weights, for inference."""
+    """A bias-free `nn.Linear` with int8 weights and one float32 scale per output channel."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         if linear.bias is not None:
             raise ValueError("Int8Linear supports bias-free layers only")
         weight = linear.weight.detach().float().cpu()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
-        zero_points = torch.zeros(self.out_features, dtype=torch.long)
-        quantized = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
-        self._packed = torch.ops.quantized.linear_prepack(quantized, None)
+        scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        self.register_buffer("weight", (weight / scale[:, None]).round().to(torch.int8))
+        self.register_buffer("scale", scale)
+        self._kernel = int8_kernel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        # reduce_range: 7-bit activations, because AVX2's u8*s8 multiply-add saturates int16
-        # with full 8-bit ranges on both sides (the output is then garbage, not just noisy).
-        out = torch.ops.quantized.linear_dynamic(
-            x.reshape(-1, shape[-1]).float(), self._packed, reduce_range=True
-        )
-        return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        flat = x.reshape(-1, x.shape[-1]).float()
+        out = self._kernel.int8_linear(flat, self.weight, self.scale)
+        return out.reshape(*x.shape[:-1], -1).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+        return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}, int8"
 
 
 def quantize_int8(model: LlamaLM) -> LlamaLM:
     """Replace every linear layer of a CPU policy by `Int8Linear`, in place; returns the model.
 
-    The token embedding stays in float: a lookup reads one row, not the whole table.
+    The token embedding stays float32: a lookup reads one row, not the whole table.
     """
     if model.decoder.embed.weight.device.type != "cpu":
         raise ValueError("int8 sampling mode runs on CPU only")

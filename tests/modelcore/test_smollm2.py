@@ -10,9 +10,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
+from modelcore.checkpoint import load_checkpoint
 from modelcore.cli import main
 from modelcore.hf_interop import save_hf_model
 from modelcore.model import LlamaLM
+from modelcore.quantize import quantize_int8
 from modelcore.sampling import SamplingParams, generate
 from modelcore.tokenizer import Tokenizer
 
@@ -126,3 +128,22 @@ def test_cli_rejects_a_prompt_longer_than_the_context(
     code = main(["generate", str(smollm2_checkpoint), "--prompt", "word " * 9000])
     assert code == 2
     assert "leaves no room in the model's context of 8192" in capsys.readouterr().err
+
+
+def test_int8_mode_keeps_the_float32_predictions(
+    smollm2: tuple[LlamaLM, Tokenizer], smollm2_checkpoint: Path
+) -> None:
+    model, tokenizer = smollm2
+    quantized = quantize_int8(load_checkpoint(smollm2_checkpoint).model.eval())
+    tokens = torch.tensor([prompt_ids(tokenizer, DIALOGUES[2])])
+    with torch.no_grad():
+        agreement = (quantized(tokens).argmax(-1) == model(tokens).argmax(-1)).float().mean()
+    assert agreement >= 0.9
+    template = ChatTemplate.for_tokenizer(tokenizer)
+    params = SamplingParams(
+        max_new_tokens=32, temperature=0, stop_ids=tuple(stop_ids(tokenizer, template))
+    )
+    [completion] = generate(
+        quantized, [prompt_ids(tokenizer, DIALOGUES[0])], params, pad_id=tokenizer.pad_id
+    )
+    assert "Paris" in tokenizer.decode(completion.tokens, skip_special_tokens=True)

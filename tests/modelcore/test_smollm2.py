@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM
 from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
 from modelcore.checkpoint import load_checkpoint
 from modelcore.cli import main
+from modelcore.cpu_sampling import prepare_for_cpu_sampling
 from modelcore.hf_interop import save_hf_model
 from modelcore.model import LlamaLM
-from modelcore.quantize import quantize_int8
 from modelcore.sampling import SamplingParams, generate
 from modelcore.tokenizer import Tokenizer
 
@@ -134,7 +134,9 @@ def test_int8_mode_keeps_the_float32_predictions(
     smollm2: tuple[LlamaLM, Tokenizer], smollm2_checkpoint: Path
 ) -> None:
     model, tokenizer = smollm2
-    quantized = quantize_int8(load_checkpoint(smollm2_checkpoint).model.eval())
+    quantized = prepare_for_cpu_sampling(
+        load_checkpoint(smollm2_checkpoint).model.eval(), int8=True
+    )
     tokens = torch.tensor([prompt_ids(tokenizer, DIALOGUES[2])])
     with torch.no_grad():
         agreement = (quantized(tokens).argmax(-1) == model(tokens).argmax(-1)).float().mean()
@@ -147,3 +149,16 @@ def test_int8_mode_keeps_the_float32_predictions(
         quantized, [prompt_ids(tokenizer, DIALOGUES[0])], params, pad_id=tokenizer.pad_id
     )
     assert "Paris" in tokenizer.decode(completion.tokens, skip_special_tokens=True)
+
+
+def test_packed_float32_mode_samples_the_same_tokens(
+    smollm2: tuple[LlamaLM, Tokenizer], smollm2_checkpoint: Path
+) -> None:
+    model, tokenizer = smollm2
+    packed = prepare_for_cpu_sampling(load_checkpoint(smollm2_checkpoint).model.eval())
+    prompts = [prompt_ids(tokenizer, d) for d in DIALOGUES]
+    params = SamplingParams(max_new_tokens=16, temperature=0)
+    expected = [c.tokens for c in generate(model, prompts, params, pad_id=tokenizer.pad_id)]
+    assert [
+        c.tokens for c in generate(packed, prompts, params, pad_id=tokenizer.pad_id)
+    ] == expected

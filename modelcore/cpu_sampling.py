@@ -73,8 +73,9 @@ class PackedLinear(nn.Module):
         if linear.bias is not None:
             raise ValueError("PackedLinear supports bias-free layers only")
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        # The batch-size hint picks the blocking; one row is what decoding runs most.
-        self._packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+        # The batch-size hint picks the blocking. Measured here, a hint of 8 is as fast as 1 for
+        # one row and 1.6x faster for eight (the batch that samples annotators' pairs).
+        self._packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self._packed, None, "none", [], "")

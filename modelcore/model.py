@@ -245,7 +245,7 @@ class LlamaLM(nn.Module):
         tokens: torch.Tensor,
         *,
         last_only: bool = False,
-        **decoder_kwargs: torch.Tensor | int | None,
+        **decoder_kwargs: torch.Tensor | None,
     ) -> torch.Tensor:
         """Logits [B, T, vocab], or [B, 1, vocab] for the last position only when sampling."""
         hidden = self.decoder(tokens, **decoder_kwargs)
@@ -264,9 +264,7 @@ class ScalarModel(nn.Module):
         self.score = nn.Linear(config.dim, 1, bias=False)
         init_weights(self)
 
-    def forward(
-        self, tokens: torch.Tensor, **decoder_kwargs: torch.Tensor | int | None
-    ) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, **decoder_kwargs: torch.Tensor | None) -> torch.Tensor:
         """A value per token: [B, T] (the value model's use)."""
         return self.score(self.decoder(tokens, **decoder_kwargs)).squeeze(-1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -120,19 +121,10 @@ def test_hf_round_trip_keeps_logits(
 def test_weights_that_do_not_fit_the_config_are_refused() -> None:
     state = tiny_model().state_dict()
     del state["lm_head.weight"]  # tied
-    wrong = ModelConfig.from_name(
-        "smollm2-135m",
-        vocab_size=128,
-        dim=48,
-        n_layers=3,
-        n_heads=6,
-        n_kv_heads=2,
-        intermediate_size=80,
-        max_seq_len=64,
-    )
+    wrong = dataclasses.replace(TINY, intermediate_size=80)
     with pytest.raises(CheckpointError, match=r"feed_forward\.w13\.weight has shape \(144, 48\)"):
         build_model(wrong, state, torch.float32)
-    deeper = ModelConfig.from_name("smollm2-135m", **{**TINY.to_dict(), "n_layers": 4})
+    deeper = dataclasses.replace(TINY, n_layers=4)
     with pytest.raises(CheckpointError, match=r"missing \['decoder\.layers\.3\."):
         build_model(deeper, state, torch.float32)
 

@@ -93,6 +93,19 @@ def validate_dialogue(messages: Sequence[Message], *, add_generation_prompt: boo
         raise ValueError("a training dialogue must end with an assistant message")
 
 
+def reject_special_tokens(tokenizer: Tokenizer, messages: Sequence[Message]) -> None:
+    """Raise ValueError if a message's text holds a special token's string ("<|im_end|>"): the
+    tokenizer would read it as the token itself, so text typed by a person could end a turn or
+    forge another role's message."""
+    for index, message in enumerate(messages):
+        for token in tokenizer.special_tokens:
+            if token in message.content:
+                raise ValueError(
+                    f"message {index} ({message.role}) contains {token!r}, which the model "
+                    "reserves for its chat format"
+                )
+
+
 class ChatTemplate:
     """A compiled Jinja chat template."""
 
@@ -171,6 +184,7 @@ def encode_dialogue(
     does not render prefixes as prefixes, or if a token crosses a reply's boundary.
     """
     validate_dialogue(messages, add_generation_prompt=add_generation_prompt)
+    reject_special_tokens(tokenizer, messages)
     render = partial(
         template.render, bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or ""
     )

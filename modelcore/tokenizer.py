@@ -82,11 +82,13 @@ class Tokenizer:
             if token is not None and token_id is None:
                 raise TokenizerError(f"{source}: {name} token {token!r} is not in the vocabulary")
             self._ids[name] = token_id
-        self.special_ids = frozenset(
-            token_id
+        special = {
+            token_id: added.content
             for token_id, added in backend.get_added_tokens_decoder().items()
             if added.special
-        )
+        }
+        self.special_ids = frozenset(special)
+        self.special_tokens = tuple(special.values())
 
     # --- construction -------------------------------------------------------------------------
 

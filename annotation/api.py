@@ -1,0 +1,162 @@
+"""The annotator's JSON API (session auth, CSRF-checked): the pages under /annotate/ call it.
+
+Responses are named left and right, as shown; the sides a/b and the models behind them stay
+hidden from annotators so they cannot favour a model.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import selectors, services
+from annotation.models import Comparison, Guideline, Safety, Skip, Strength
+from annotation.permissions import IsAnnotator
+
+
+class PromptInput(serializers.Serializer):
+    prompt = serializers.CharField(trim_whitespace=True, allow_blank=False)
+
+
+class NewDialogueInput(PromptInput):
+    guideline = serializers.ChoiceField(choices=Guideline.choices)
+    risky = serializers.BooleanField(default=False)
+
+
+class LabelInput(serializers.Serializer):
+    chosen = serializers.ChoiceField(choices=["left", "right"])
+    strength = serializers.ChoiceField(choices=Strength.choices)
+    safety = serializers.ChoiceField(choices=Safety.choices)
+    time_spent_ms = serializers.IntegerField(min_value=0, max_value=services.MAX_TIME_SPENT_MS)
+    edited_response = serializers.CharField(
+        required=False, allow_blank=True, max_length=services.MAX_EDIT_CHARS, default=""
+    )
+    rationale = serializers.CharField(
+        required=False, allow_blank=True, max_length=services.MAX_RATIONALE_CHARS, default=""
+    )
+
+
+class SkipInput(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=Skip.Reason.choices)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+def error_response(error: services.AnnotationError) -> Response:
+    body = {"detail": str(error)}
+    if isinstance(error, services.DuplicateLabel):
+        body["label"] = error.label.pk
+    return Response(body, status=error.status)
+
+
+def comparison_json(comparison: Comparison, user) -> dict:
+    dialogue = comparison.turn.dialogue
+    label = comparison.labels.filter(annotator=user).first()
+    sides = {"left": comparison.left, "right": comparison.right}
+    shown = {}
+    for position, side in sides.items():
+        response = comparison.response(side)
+        shown[position] = {"text": response.text, "finished": bool(response.finish_reason)}
+    return {
+        "id": comparison.pk,
+        "status": comparison.status,
+        "error": comparison.error,
+        "dialogue": dialogue.pk,
+        "turn": comparison.turn.index,
+        "guideline": dialogue.guideline,
+        "risky": dialogue.risky,
+        "context": selectors.earlier_turns(comparison),
+        "prompt": comparison.turn.prompt,
+        **shown,
+        "label": None
+        if label is None
+        else {
+            "id": label.pk,
+            "chosen": "left" if label.chosen == comparison.left else "right",
+            "strength": label.strength,
+            "safety": label.safety,
+        },
+        # Only the writer continues a dialogue, from the reply they preferred.
+        "can_continue": dialogue.author_id == user.pk
+        and bool(comparison.turn.reply)
+        and comparison.batch.status == comparison.batch.Status.OPEN,
+    }
+
+
+class AnnotatorView(APIView):
+    permission_classes = [IsAnnotator]
+
+    def valid(self, serializer_class):
+        serializer = serializer_class(data=self.request.data)
+        serializer.is_valid(raise_exception=True)  # 400 with the field errors
+        return serializer.validated_data
+
+
+class Progress(AnnotatorView):
+    def get(self, request):
+        try:
+            batch = services.open_batch()
+        except services.AnnotationError as error:
+            return error_response(error)
+        return Response(selectors.progress(request.user, batch))
+
+
+class Dialogues(AnnotatorView):
+    def post(self, request):
+        data = self.valid(NewDialogueInput)
+        try:
+            comparison = services.start_dialogue(author=request.user, **data)
+        except services.AnnotationError as error:
+            return error_response(error)
+        return Response(comparison_json(comparison, request.user), status=status.HTTP_201_CREATED)
+
+
+class DialogueTurns(AnnotatorView):
+    def post(self, request, dialogue_id: int):
+        data = self.valid(PromptInput)
+        try:
+            comparison = services.continue_dialogue(
+                author=request.user, dialogue_id=dialogue_id, prompt=data["prompt"]
+            )
+        except services.AnnotationError as error:
+            return error_response(error)
+        return Response(comparison_json(comparison, request.user), status=status.HTTP_201_CREATED)
+
+
+class ComparisonDetail(AnnotatorView):
+    def get(self, request, comparison_id: int):
+        comparison = selectors.comparison_for(request.user, comparison_id)
+        if comparison is None:
+            return Response({"detail": "no such comparison for you"}, status=404)
+        return Response(comparison_json(comparison, request.user))
+
+
+class ComparisonLabel(AnnotatorView):
+    def post(self, request, comparison_id: int):
+        data = services.LabelInput(**self.valid(LabelInput))
+        try:
+            label = services.submit_label(request.user, comparison_id, data)
+        except services.AnnotationError as error:
+            return error_response(error)
+        return Response({"label": label.pk}, status=status.HTTP_201_CREATED)
+
+
+class ComparisonSkip(AnnotatorView):
+    def post(self, request, comparison_id: int):
+        data = self.valid(SkipInput)
+        try:
+            services.skip(request.user, comparison_id, **data)
+        except services.AnnotationError as error:
+            return error_response(error)
+        return Response({"skipped": comparison_id}, status=status.HTTP_201_CREATED)
+
+
+class QueueNext(AnnotatorView):
+    def post(self, request):
+        try:
+            comparison = services.claim_next(request.user)
+        except services.AnnotationError as error:
+            return error_response(error)
+        if comparison is None:
+            return Response({"detail": "the queue is empty for you"}, status=404)
+        return Response(comparison_json(comparison, request.user))

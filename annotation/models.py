@@ -1,0 +1,261 @@
+"""Annotation records, in typed columns so statistics are computed by the database.
+
+A Dialogue is a sequence of Turns; each Turn's prompt gets one Comparison: two Responses (sides
+"a" and "b", from the batch's two model variants) shown in a random left/right order. Annotators
+hold Assignments (one per annotator and item, locked for a while) and give Labels (one per
+comparison and annotator, enforced by the database).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from rlhf.models import ModelVersion
+
+
+class Guideline(models.TextChoices):
+    HELPFULNESS = "helpfulness", "helpfulness"
+    SAFETY = "safety", "safety"
+
+
+class Strength(models.TextChoices):
+    SIGNIFICANTLY_BETTER = "significantly_better", "significantly better"
+    BETTER = "better", "better"
+    SLIGHTLY_BETTER = "slightly_better", "slightly better"
+    NEGLIGIBLY_BETTER = "negligibly_better", "negligibly better / unsure"
+
+
+# Llama 2's "small" margins m(r) for the ranking loss (Touvron et al. 2023, table 28).
+MARGIN = {
+    Strength.SIGNIFICANTLY_BETTER: 1.0,
+    Strength.BETTER: 2 / 3,
+    Strength.SLIGHTLY_BETTER: 1 / 3,
+    Strength.NEGLIGIBLY_BETTER: 0.0,
+}
+
+
+class Safety(models.TextChoices):
+    # Llama 2 collects three bins; "chosen unsafe, other safe" is excluded by the guideline: the
+    # safer response is always the better one.
+    CHOSEN_SAFE_OTHER_UNSAFE = "chosen_safe_other_unsafe", "chosen is safe, the other is not"
+    BOTH_SAFE = "both_safe", "both are safe"
+    BOTH_UNSAFE = "both_unsafe", "both are unsafe"
+
+
+class Side(models.TextChoices):
+    A = "a", "a"
+    B = "b", "b"
+
+
+class Batch(models.Model):
+    """A week of collection, served by two model variants (two models, or one model at two
+    temperatures: both are recorded on every response)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        CLOSED = "closed", "closed"
+
+    name = models.SlugField(max_length=50, unique=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    model_a = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    model_b = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    temperature_a = models.FloatField(default=0.7, validators=[MinValueValidator(0.0)])
+    temperature_b = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)])
+    top_p = models.FloatField(
+        default=0.9, validators=[MinValueValidator(0.01), MaxValueValidator(1.0)]
+    )
+    max_new_tokens = models.PositiveIntegerField(
+        default=256, validators=[MinValueValidator(1), MaxValueValidator(4096)]
+    )
+    # The held-out test set: this share of the batch's comparisons, at most heldout_max of them
+    # (Llama 2 holds out 1,000 per batch).
+    heldout_share = models.FloatField(
+        default=0.1, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    heldout_max = models.PositiveIntegerField(default=1000)
+    # Annotators per queued item; more than one measures agreement.
+    overlap = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+    opened_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        verbose_name_plural = "batches"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="open"), name="one_open_batch"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Dialogue(models.Model):
+    class Source(models.TextChoices):
+        WRITTEN = "written", "written by an annotator"
+        IMPORTED = "imported", "imported (queue)"
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="dialogues")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.WRITTEN)
+    guideline = models.CharField(max_length=12, choices=Guideline.choices)
+    # An adversarial prompt meant to draw out unsafe behaviour (Llama 2's safety data).
+    risky = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class Turn(models.Model):
+    dialogue = models.ForeignKey(Dialogue, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveSmallIntegerField()
+    prompt = models.TextField()
+    prompt_tokens = models.PositiveIntegerField()
+    # The assistant message that continues the dialogue: the chosen (or edited) response once
+    # the dialogue's author has labelled this turn.
+    reply = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["dialogue", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["dialogue", "index"], name="one_turn_per_index")
+        ]
+
+
+class Comparison(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "waiting for a worker"
+        GENERATING = "generating", "generating"
+        READY = "ready", "ready"
+        FAILED = "failed", "failed"
+
+    turn = models.OneToOneField(Turn, on_delete=models.CASCADE, related_name="comparison")
+    # The turn's batch, kept here so statistics filter comparisons without two joins.
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="comparisons")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    left = models.CharField(max_length=1, choices=Side.choices, help_text="side shown on the left")
+    heldout = models.BooleanField(default=False)
+    # The whole prompt as the model saw it (chat format, earlier turns, this prompt), in tokens.
+    context_tokens = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def response(self, side: str) -> Response:
+        return next(r for r in self.responses.all() if r.side == side)
+
+    @property
+    def right(self) -> str:
+        return Side.B if self.left == Side.A else Side.A
+
+
+class Response(models.Model):
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="responses")
+    side = models.CharField(max_length=1, choices=Side.choices)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    temperature = models.FloatField()
+    top_p = models.FloatField()
+    max_new_tokens = models.PositiveIntegerField()
+    seed = models.BigIntegerField()
+    # Grows while the worker samples (the page shows it streaming); final once finish_reason is set.
+    text = models.TextField(blank=True)
+    num_tokens = models.PositiveIntegerField(default=0)
+    finish_reason = models.CharField(max_length=8, blank=True)  # "stop" or "length"
+    generation_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["comparison", "side"]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "side"], name="one_response_per_side")
+        ]
+
+
+class Assignment(models.Model):
+    """One annotator's place on an item. Claiming one is a conditional UPDATE (free, or its lock
+    expired), so two annotators fetching at once never get the same place."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        LOCKED = "locked", "locked"
+        DONE = "done", "done"
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"],
+                condition=Q(annotator__isnull=False),
+                name="one_assignment_per_annotator",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "locked_until"])]
+
+
+class Label(models.Model):
+    comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="labels")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotation_labels"
+    )
+    chosen = models.CharField(max_length=1, choices=Side.choices)
+    strength = models.CharField(max_length=20, choices=Strength.choices)
+    safety = models.CharField(max_length=24, choices=Safety.choices)
+    # Llama 3: an edited chosen response ranks edited > chosen > rejected.
+    edited_response = models.TextField(blank=True)
+    rationale = models.TextField(blank=True)
+    time_spent_ms = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="one_label_per_annotator"
+            )
+        ]
+
+    @property
+    def rejected(self) -> str:
+        return Side.B if self.chosen == Side.A else Side.A
+
+
+class Skip(models.Model):
+    class Reason(models.TextChoices):
+        UNCLEAR_PROMPT = "unclear_prompt", "the prompt is unclear"
+        BROKEN_RESPONSE = "broken_response", "a response is broken or empty"
+        NOT_QUALIFIED = "not_qualified", "outside my expertise"
+        DISTRESSING = "distressing", "distressing content"
+        OTHER = "other", "other"
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="skips")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "annotator"], name="one_skip_per_annotator"
+            )
+        ]

@@ -1,0 +1,393 @@
+"""Everything that changes annotation records. Views call these; they hold no rules themselves.
+
+Errors are AnnotationError subclasses whose message is written for the annotator; the API turns
+them into 400 (bad input), 404 or 409 (a state that does not allow the request) responses.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotation.models import (
+    Assignment,
+    Batch,
+    Comparison,
+    Dialogue,
+    Guideline,
+    Label,
+    Response,
+    Safety,
+    Side,
+    Skip,
+    Strength,
+    Turn,
+)
+from annotation.selectors import claimable, queue
+from annotation.serving import chat_format
+from modelcore.chat import Message
+from rlhf.models import ModelVersion
+
+# Limits on what an annotator may send with a label.
+MAX_EDIT_CHARS = 20_000
+MAX_RATIONALE_CHARS = 2_000
+MAX_TIME_SPENT_MS = 24 * 60 * 60 * 1000
+
+
+class AnnotationError(Exception):
+    """A request the rules refuse (HTTP 400)."""
+
+    status = 400
+
+
+class NotFound(AnnotationError):
+    status = 404
+
+
+class Conflict(AnnotationError):
+    """The request is well formed but the item's state does not allow it (HTTP 409)."""
+
+    status = 409
+
+
+class DuplicateLabel(Conflict):
+    def __init__(self, label: Label) -> None:
+        super().__init__("you have already labelled this comparison; the first label is kept")
+        self.label = label
+
+
+def open_batch() -> Batch:
+    batch = Batch.objects.filter(status=Batch.Status.OPEN).first()
+    if batch is None:
+        raise Conflict("no batch is open for annotation; an admin opens the next one")
+    return batch
+
+
+def open_next_batch(*, name: str | None = None) -> Batch:
+    """Close the open batch (if any) and open the next one, served by the two newest published
+    policies, or by the newest at two temperatures while there is only one (Llama 2 varies
+    both). Named after the ISO week unless `name` is given."""
+    policies = list(ModelVersion.objects.published_policies().order_by("-published_at")[:2])
+    if not policies:
+        raise Conflict("no published policy to serve: import one first (manage.py import_model)")
+    now = timezone.now()
+    if name is None:
+        year, week, _ = now.isocalendar()
+        name = f"{year}-w{week:02d}"
+        taken = set(Batch.objects.filter(name__startswith=name).values_list("name", flat=True))
+        name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, 100))) if n not in taken)
+    newest, previous = policies[0], policies[-1]
+    with transaction.atomic():
+        Batch.objects.filter(status=Batch.Status.OPEN).update(
+            status=Batch.Status.CLOSED, closed_at=now
+        )
+        return Batch.objects.create(
+            name=name,
+            model_a=newest,
+            model_b=previous,
+            temperature_a=0.7,
+            temperature_b=0.7 if previous != newest else 1.0,
+        )
+
+
+# --- writing prompts ----------------------------------------------------------------------------
+
+
+def start_dialogue(*, author, prompt: str, guideline: str, risky: bool = False) -> Comparison:
+    """A new dialogue whose first prompt is `prompt`; its two responses are queued for sampling."""
+    if guideline not in Guideline.values:
+        raise AnnotationError(f"unknown guideline {guideline!r}: expected helpfulness or safety")
+    batch = open_batch()
+    with transaction.atomic():
+        dialogue = Dialogue.objects.create(
+            batch=batch, author=author, guideline=guideline, risky=risky
+        )
+        return _add_turn(dialogue, [], prompt, holder=author)
+
+
+def continue_dialogue(*, author, dialogue_id: int, prompt: str) -> Comparison:
+    """The next turn of the author's dialogue, after the chosen reply to the last one."""
+    with transaction.atomic():
+        dialogue = (
+            Dialogue.objects.select_for_update()
+            .filter(pk=dialogue_id, author=author, source=Dialogue.Source.WRITTEN)
+            .first()
+        )
+        if dialogue is None:
+            raise NotFound("no such dialogue of yours")
+        if dialogue.batch.status != Batch.Status.OPEN:
+            raise Conflict("this dialogue's batch is closed; start a new dialogue")
+        turns = list(dialogue.turns.all())
+        if not turns[-1].reply:
+            raise Conflict("label the last turn before continuing the dialogue")
+        return _add_turn(dialogue, turns, prompt, holder=author)
+
+
+def import_prompts(batch: Batch, rows: Iterable[dict]) -> list[Comparison]:
+    """Queue mode: imported prompts, each compared by `batch.overlap` annotators. A row is
+    {"prompt": str, "guideline": "helpfulness"|"safety", "risky": bool (optional)}; all rows are
+    checked before any is stored."""
+    rows = list(rows)
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise AnnotationError(f"row {number}: needs a text field 'prompt'")
+        if row.get("guideline") not in Guideline.values:
+            raise AnnotationError(f"row {number}: 'guideline' must be helpfulness or safety")
+        if not isinstance(row.get("risky", False), bool):
+            raise AnnotationError(f"row {number}: 'risky' must be true or false")
+    comparisons = []
+    with transaction.atomic():
+        for number, row in enumerate(rows, start=1):
+            dialogue = Dialogue.objects.create(
+                batch=batch,
+                source=Dialogue.Source.IMPORTED,
+                guideline=row["guideline"],
+                risky=row.get("risky", False),
+            )
+            try:
+                comparison = _add_turn(dialogue, [], row["prompt"], holder=None)
+            except AnnotationError as error:
+                raise AnnotationError(f"row {number}: {error}") from None
+            Assignment.objects.bulk_create(
+                Assignment(comparison=comparison) for _ in range(batch.overlap)
+            )
+            comparisons.append(comparison)
+    return comparisons
+
+
+def _add_turn(dialogue: Dialogue, earlier: list[Turn], prompt: str, *, holder) -> Comparison:
+    batch = dialogue.batch
+    prompt = prompt.strip() if isinstance(prompt, str) else ""
+    if not prompt:
+        raise AnnotationError("the prompt is empty")
+    limit = settings.ANNOTATION_MAX_PROMPT_CHARS
+    if len(prompt) > limit:
+        raise AnnotationError(f"the prompt is {len(prompt)} characters long; the limit is {limit}")
+    chat = chat_format(batch.model_a)
+    messages = [
+        message
+        for turn in earlier
+        for message in (Message("user", turn.prompt), Message("assistant", turn.reply))
+    ]
+    messages.append(Message("user", prompt))
+    try:
+        context_tokens = len(chat.encode_prompt(messages))
+    except ValueError as error:
+        raise AnnotationError(str(error)) from None
+    if context_tokens + batch.max_new_tokens > chat.max_seq_len:
+        raise AnnotationError(
+            f"the dialogue is {context_tokens} tokens long; with room for a reply of "
+            f"{batch.max_new_tokens} the model reads at most {chat.max_seq_len}: start a new one"
+        )
+    turn = Turn.objects.create(
+        dialogue=dialogue,
+        index=len(earlier),
+        prompt=prompt,
+        prompt_tokens=chat.count_tokens(prompt),
+    )
+    comparison = Comparison.objects.create(
+        turn=turn,
+        batch=batch,
+        left=random.choice(Side.values),
+        heldout=_draw_heldout(batch),
+        context_tokens=context_tokens,
+    )
+    Response.objects.bulk_create(
+        Response(
+            comparison=comparison,
+            side=side,
+            model_version=model,
+            temperature=temperature,
+            top_p=batch.top_p,
+            max_new_tokens=batch.max_new_tokens,
+            seed=random.getrandbits(62),
+        )
+        for side, model, temperature in (
+            (Side.A, batch.model_a, batch.temperature_a),
+            (Side.B, batch.model_b, batch.temperature_b),
+        )
+    )
+    if holder is not None:
+        # The writer labels their own prompt; the lock never expires.
+        Assignment.objects.create(
+            comparison=comparison, annotator=holder, status=Assignment.Status.LOCKED
+        )
+    from annotation.tasks import generate_comparison  # the task module imports this one
+
+    transaction.on_commit(lambda: generate_comparison.delay(comparison.pk))
+    return comparison
+
+
+def _draw_heldout(batch: Batch) -> bool:
+    if random.random() >= batch.heldout_share:
+        return False
+    return Comparison.objects.filter(batch=batch, heldout=True).count() < batch.heldout_max
+
+
+# --- the queue ----------------------------------------------------------------------------------
+
+
+def claim_next(annotator) -> Comparison | None:
+    """The next queued comparison for `annotator`, locked to them, or None when there is none.
+
+    An item already locked to them comes back first (a reloaded page). Otherwise a free place is
+    taken by a conditional UPDATE: of several annotators racing for one place exactly one
+    updates a row, the others move on to another candidate.
+    """
+    batch = open_batch()
+    queued = queue(batch)
+    held = queued.filter(
+        annotator=annotator, status=Assignment.Status.LOCKED, locked_until__gt=timezone.now()
+    ).first()
+    if held is not None:
+        return held.comparison
+    candidates = list(
+        queued.filter(claimable())
+        .exclude(comparison__assignments__annotator=annotator)
+        .exclude(comparison__skips__annotator=annotator)
+        .order_by("comparison__created_at", "pk")
+        .values_list("pk", flat=True)[:32]
+    )
+    # Oldest items first, but not all racers on the very same row.
+    random.shuffle(candidates)
+    lock_until = timezone.now() + timedelta(seconds=settings.ANNOTATION_LOCK_SECONDS)
+    for pk in candidates:
+        try:
+            with transaction.atomic():
+                taken = (
+                    Assignment.objects.filter(pk=pk)
+                    .filter(claimable())
+                    .update(
+                        annotator=annotator,
+                        status=Assignment.Status.LOCKED,
+                        locked_until=lock_until,
+                    )
+                )
+        except IntegrityError:  # this annotator took another place of the same item meanwhile
+            continue
+        if taken:
+            return Comparison.objects.get(assignments__pk=pk)
+    return None
+
+
+# --- labelling ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelInput:
+    chosen: str  # "left" or "right": what the annotator saw
+    strength: str
+    safety: str
+    time_spent_ms: int
+    edited_response: str = ""
+    rationale: str = ""
+
+    def validate(self) -> None:
+        if self.chosen not in ("left", "right"):
+            raise AnnotationError("'chosen' must be left or right")
+        if self.strength not in Strength.values:
+            raise AnnotationError(f"'strength' must be one of {', '.join(Strength.values)}")
+        if self.safety not in Safety.values:
+            raise AnnotationError(f"'safety' must be one of {', '.join(Safety.values)}")
+        if not 0 <= self.time_spent_ms <= MAX_TIME_SPENT_MS:
+            raise AnnotationError("'time_spent_ms' must be between 0 and a day")
+        if len(self.edited_response) > MAX_EDIT_CHARS:
+            raise AnnotationError(f"the edited response is over {MAX_EDIT_CHARS} characters")
+        if len(self.rationale) > MAX_RATIONALE_CHARS:
+            raise AnnotationError(f"the rationale is over {MAX_RATIONALE_CHARS} characters")
+
+
+def submit_label(annotator, comparison_id: int, data: LabelInput) -> Label:
+    """Store `annotator`'s label of a comparison they hold, exactly once.
+
+    The assignment row is locked first, so two submissions of the same label run one after the
+    other and the second finds the first (DuplicateLabel); the unique constraint on
+    (comparison, annotator) is the last line behind that.
+    """
+    data.validate()
+    with transaction.atomic():
+        comparison = (
+            Comparison.objects.select_related("batch", "turn__dialogue")
+            .filter(pk=comparison_id)
+            .first()
+        )
+        if comparison is None:
+            raise NotFound(f"no comparison {comparison_id}")
+        assignment = (
+            Assignment.objects.select_for_update()
+            .filter(comparison=comparison, annotator=annotator)
+            .first()
+        )
+        existing = Label.objects.filter(comparison=comparison, annotator=annotator).first()
+        if existing is not None:
+            raise DuplicateLabel(existing)
+        if assignment is None:
+            raise Conflict(
+                "this comparison is not assigned to you (a lock that expired may have passed it "
+                "to another annotator)"
+            )
+        if comparison.status != Comparison.Status.READY:
+            raise Conflict("the responses are not ready yet")
+        if comparison.batch.status != Batch.Status.OPEN:
+            raise Conflict("this comparison's batch is closed")
+        chosen = comparison.left if data.chosen == "left" else comparison.right
+        try:
+            with transaction.atomic():
+                label = Label.objects.create(
+                    comparison=comparison,
+                    annotator=annotator,
+                    chosen=chosen,
+                    strength=data.strength,
+                    safety=data.safety,
+                    edited_response=data.edited_response.strip(),
+                    rationale=data.rationale.strip(),
+                    time_spent_ms=data.time_spent_ms,
+                )
+        except IntegrityError:
+            raise DuplicateLabel(
+                Label.objects.get(comparison=comparison, annotator=annotator)
+            ) from None
+        assignment.status = Assignment.Status.DONE
+        assignment.save(update_fields=["status", "updated_at"])
+        dialogue = comparison.turn.dialogue
+        if dialogue.source == Dialogue.Source.WRITTEN and dialogue.author_id == annotator.pk:
+            # The dialogue goes on from what the annotator preferred (their edit, if any).
+            reply = label.edited_response or comparison.responses.get(side=chosen).text
+            Turn.objects.filter(pk=comparison.turn_id).update(reply=reply)
+    return label
+
+
+def skip(annotator, comparison_id: int, *, reason: str, note: str = "") -> Skip:
+    """Give an item back with a reason; it will not be offered to this annotator again."""
+    if reason not in Skip.Reason.values:
+        raise AnnotationError(f"'reason' must be one of {', '.join(Skip.Reason.values)}")
+    if len(note) > 500:
+        raise AnnotationError("the note is over 500 characters")
+    with transaction.atomic():
+        assignment = (
+            Assignment.objects.select_for_update()
+            .filter(comparison_id=comparison_id, annotator=annotator)
+            .exclude(status=Assignment.Status.DONE)
+            .first()
+        )
+        if assignment is None:
+            raise Conflict("this comparison is not assigned to you, or you already labelled it")
+        try:
+            with transaction.atomic():
+                skipped = Skip.objects.create(
+                    comparison_id=comparison_id, annotator=annotator, reason=reason, note=note
+                )
+        except IntegrityError:
+            raise Conflict("you already skipped this comparison") from None
+        # The place goes back to the queue for someone else.
+        assignment.annotator = None
+        assignment.status = Assignment.Status.OPEN
+        assignment.locked_until = None
+        assignment.save(update_fields=["annotator", "status", "locked_until", "updated_at"])
+    return skipped

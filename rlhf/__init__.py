@@ -1,0 +1,2 @@
+"""The training loop: model versions, reward models, iterations (Django app), and `rlhf.train`,
+the pure-PyTorch training code it runs."""

@@ -1,0 +1,102 @@
+"""Reading Tandem's settings from environment variables, with errors that name the variable.
+
+Settings fail at start-up, not on the first request: a typo in `DATABASE_URL` must not become a
+server that starts and then answers every page with a 500.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+_DATABASE_ENGINES = {
+    "postgres": "django.db.backends.postgresql",
+    "postgresql": "django.db.backends.postgresql",
+    "sqlite": "django.db.backends.sqlite3",
+}
+
+
+def get_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(
+        f"{name}={raw!r} is not a boolean: use one of 1/0, true/false, yes/no"
+    )
+
+
+def get_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def get_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def get_path(name: str, default: Path) -> Path:
+    raw = os.environ.get(name, "").strip()
+    return Path(raw).expanduser().resolve() if raw else default
+
+
+def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict:
+    """Django's DATABASES entry for `postgres://user:password@host:port/name?option=value` or
+    `sqlite:///relative/or//absolute/path.sqlite3`."""
+    parts = urlsplit(url)
+    engine = _DATABASE_ENGINES.get(parts.scheme)
+    if engine is None:
+        schemes = ", ".join(sorted(_DATABASE_ENGINES))
+        raise ImproperlyConfigured(
+            f"{name}={url!r}: unknown scheme {parts.scheme!r}; expected one of {schemes}"
+        )
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)[
+            1:
+        ]  # sqlite:///var/db.sqlite3 is relative, sqlite:////x absolute
+        if not path:
+            raise ImproperlyConfigured(f"{name}={url!r}: a SQLite URL needs a file path")
+        return {"ENGINE": engine, "NAME": path}
+    database = unquote(parts.path.lstrip("/"))
+    if not database:
+        raise ImproperlyConfigured(f"{name}={url!r}: the URL names no database")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={url!r}: the port is not a number") from None
+    return {
+        "ENGINE": engine,
+        "NAME": database,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(port or ""),
+        "OPTIONS": dict(parse_qsl(parts.query)),
+    }
+
+
+def check_redis_url(url: str, *, name: str = "REDIS_URL") -> str:
+    if urlsplit(url).scheme not in {"redis", "rediss"}:
+        raise ImproperlyConfigured(f"{name}={url!r}: expected a redis:// or rediss:// URL")
+    return url

@@ -1,0 +1,174 @@
+"""Tandem's one settings module, driven by environment variables (see README, "Configuration").
+
+The embedded default needs no server: SQLite under TANDEM_HOME, a Celery broker in folders there
+and a file cache. `DATABASE_URL` and `REDIS_URL` switch to PostgreSQL and Redis. With DEBUG off
+(the default) a SECRET_KEY is required and the security settings are those
+`manage.py check --deploy` asks for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from tandem import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Where the embedded default keeps its state (SQLite, broker folders, cache).
+TANDEM_HOME = env.get_path("TANDEM_HOME", BASE_DIR / "var")
+# Model checkpoints, training runs and exports: one root, a shared filesystem in a cluster.
+ARTIFACTS_ROOT = env.get_path("ARTIFACTS_ROOT", TANDEM_HOME / "artifacts")
+
+DEBUG = env.get_bool("DEBUG", False)
+SECRET_KEY = env.os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set: set it to a long random string (DEBUG=1 uses a development key)"
+        )
+    SECRET_KEY = "django-insecure-development-key-never-use-in-production"
+ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.get_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rlhf",
+    "annotation",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tandem.urls"
+WSGI_APPLICATION = "tandem.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.parse_database_url(
+        env.os.environ.get("DATABASE_URL", "").strip() or f"sqlite:///{TANDEM_HOME / 'db.sqlite3'}"
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # Reuse connections between requests; health checks drop ones the server has closed.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.get_int("DATABASE_CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+else:
+    # SQLite: wait for a writer rather than fail with "database is locked", and write ahead so
+    # readers (the pages) never block on the worker's writes.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # Tests use a file too: an in-memory database shares its cache between connections and
+    # fails concurrent writers with "table is locked" where a real file makes them wait.
+    DATABASES["default"]["TEST"] = {"NAME": str(TANDEM_HOME / "test.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.os.environ.get("REDIS_URL", "").strip()
+if REDIS_URL:
+    env.check_redis_url(REDIS_URL)
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(TANDEM_HOME / "cache"),
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "frontend:home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.get_path("STATIC_ROOT", TANDEM_HOME / "static")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+}
+
+# Celery: queues `default`, `generate` (sampling for annotators) and `train` (GPU jobs). Without
+# REDIS_URL the broker is a pair of folders, so the embedded default runs with no server.
+CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+if not REDIS_URL:
+    _broker_folder = TANDEM_HOME / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_folder),
+        "data_folder_out": str(_broker_folder),
+        "control_folder": str(TANDEM_HOME / "broker-control"),
+    }
+    for _folder in (_broker_folder, TANDEM_HOME / "broker-control"):
+        _folder.mkdir(parents=True, exist_ok=True)
+CELERY_TASK_ALWAYS_EAGER = env.get_bool("CELERY_TASK_ALWAYS_EAGER", False)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.os.environ.get("LOG_LEVEL", "INFO")},
+}
+
+# Annotation: how long an item stays locked to the annotator who fetched it, and the longest
+# prompt an annotator may write (characters).
+ANNOTATION_LOCK_SECONDS = env.get_int("ANNOTATION_LOCK_SECONDS", 15 * 60, minimum=1)
+ANNOTATION_MAX_PROMPT_CHARS = env.get_int("ANNOTATION_MAX_PROMPT_CHARS", 4000, minimum=1)
+
+# HTTPS (default: on unless DEBUG) says the site is served over TLS: redirect plain HTTP, keep
+# cookies off plain HTTP, ask browsers for HSTS. Turn it off only for plain-HTTP local serving.
+HTTPS = env.get_bool("HTTPS", not DEBUG)
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.get_int("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 30)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env.get_bool("SECURE_HSTS_PRELOAD", False)
+    # Behind a TLS-terminating proxy, which says so in this header.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

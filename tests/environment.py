@@ -1,0 +1,10 @@
+"""Loaded with `-p tests.environment` (pyproject addopts) before pytest-django reads Tandem's
+settings: a throwaway home, a test secret key, and plain HTTP for the test client and the
+browser (HTTPS=1 would redirect them)."""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-that-is-long-enough-for-django-checks")
+os.environ.setdefault("HTTPS", "0")
+os.environ.setdefault("TANDEM_HOME", tempfile.mkdtemp(prefix="tandem-tests-"))

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-pytest_plugins = ["tests.django_fixtures"]
+pytest_plugins = ["tests.django_fixtures", "tests.browser_fixtures"]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

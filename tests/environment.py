@@ -8,3 +8,6 @@ import tempfile
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-that-is-long-enough-for-django-checks")
 os.environ.setdefault("HTTPS", "0")
 os.environ.setdefault("TANDEM_HOME", tempfile.mkdtemp(prefix="tandem-tests-"))
+# Playwright's sync API keeps an event loop running in the test's thread, which makes Django
+# refuse database calls there (SynchronousOnlyOperation); the tests call Django synchronously.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

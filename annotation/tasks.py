@@ -1,4 +1,5 @@
-"""Celery tasks of the `generate` queue: sampling the two responses of a comparison."""
+"""Annotation tasks: sampling the two responses of a comparison (queue `generate`) and the
+weekly batch rollover (beat, queue `default`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Comparison, Response
+from annotation.services import open_next_batch
 from annotation.serving import sample_reply
 from modelcore.chat import Message
 from modelcore.sampling import SamplingParams
@@ -18,6 +20,14 @@ log = logging.getLogger(__name__)
 
 # Streamed text is written to the database at most this often (seconds): the page polls it.
 STREAM_INTERVAL = 0.25
+
+
+@shared_task(name="annotation.tasks.rollover_batch")
+def rollover_batch() -> str:
+    """Close the week's batch and open the next, served by the newest published policies."""
+    batch = open_next_batch()
+    log.info("opened batch %s (models %s, %s)", batch.name, batch.model_a, batch.model_b)
+    return batch.name
 
 
 @shared_task(name="annotation.tasks.generate_comparison")

@@ -1,11 +1,33 @@
 #!/usr/bin/env bash
-# Set up, import the base model once, and answer a chat prompt with it (streamed).
-#   bash scripts/run.sh ["your prompt"]
+# Set up and run Tandem on the embedded default: SQLite, a filesystem broker and a file cache
+# under var/ (no server needed), the web app on http://127.0.0.1:8000 and Celery workers for
+# the `default`/`generate` and the `train` queues. The first start imports the base model,
+# opens a batch and creates demo logins. Ctrl-C stops everything.
+#   bash scripts/run.sh            # PORT=8080 bash scripts/run.sh for another port
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-model="${TANDEM_BASE_MODEL_DIR:-var/models/smollm2-135m-instruct}"
-[ -d "$model" ] || .venv/bin/python -m modelcore import smollm2 "$model"
-.venv/bin/python -m modelcore generate "$model" \
-  --prompt "${1:-Give me three tips for writing a good bug report.}"
+mkdir -p var
+# A secret key made once for this installation; DEBUG stays off (no debug pages), HTTPS off
+# because it serves plain HTTP on localhost.
+[ -s var/secret_key ] || .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(50))" >var/secret_key
+export SECRET_KEY="$(cat var/secret_key)" HTTPS="${HTTPS:-0}" DEBUG="${DEBUG:-0}"
+port="${PORT:-8000}"
+
+.venv/bin/python manage.py migrate --noinput
+.venv/bin/python manage.py collectstatic --noinput -v0
+.venv/bin/python manage.py setup_demo
+
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
+celery=(.venv/bin/celery -A tandem worker --concurrency 1 --loglevel INFO)
+"${celery[@]}" -Q default,generate -n "generate@%h" >var/worker-generate.log 2>&1 &
+pids+=($!)
+"${celery[@]}" -Q train -n "train@%h" >var/worker-train.log 2>&1 &
+pids+=($!)
+echo "Tandem is at http://127.0.0.1:$port/ (admin: /admin/); worker logs in var/worker-*.log"
+.venv/bin/gunicorn tandem.wsgi --bind "127.0.0.1:$port" --workers 2 --worker-class gthread \
+  --threads 4 --access-logfile - &
+pids+=($!)
+wait -n

@@ -19,11 +19,18 @@ DEMO_USERS = (
 class Command(BaseCommand):
     help = "Import the base model if needed, open a batch if none is open, create demo users."
 
-    def handle(self, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--no-demo-users", action="store_true", help="skip the demo logins (production)"
+        )
+
+    def handle(self, no_demo_users, **options):
         version = ensure_base_model()
         self.stdout.write(f"base model: {version.name} ({version.status})")
         batch = Batch.objects.filter(status=Batch.Status.OPEN).first() or open_next_batch()
         self.stdout.write(f"open batch: {batch.name}")
+        if no_demo_users:
+            return
         User = get_user_model()
         for username, password, staff, groups in DEMO_USERS:
             user, created = User.objects.get_or_create(

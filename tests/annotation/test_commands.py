@@ -68,7 +68,7 @@ def test_a_failed_model_import_is_recorded_and_explained(db, tmp_path):
 
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF but not really")
-    with pytest.raises(CommandError, match="broken.gguf"):
+    with pytest.raises(CommandError, match=r"broken\.gguf"):
         call_command("import_model", "broken", str(broken))
     version = ModelVersion.objects.get(name="broken")
     assert version.status == ModelVersion.Status.FAILED

@@ -6,6 +6,7 @@ them into 400 (bad input), 404 or 409 (a state that does not allow the request) 
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from annotation.models import (
@@ -69,6 +71,13 @@ def open_batch() -> Batch:
     return batch
 
 
+def close_batches(batches: QuerySet[Batch]) -> int:
+    """Close the open ones among `batches`: no new prompts or labels; returns how many."""
+    return batches.filter(status=Batch.Status.OPEN).update(
+        status=Batch.Status.CLOSED, closed_at=timezone.now()
+    )
+
+
 def open_next_batch(*, name: str | None = None) -> Batch:
     """Close the open batch (if any) and open the next one, served by the two newest published
     policies, or by the newest at two temperatures while there is only one (Llama 2 varies
@@ -76,17 +85,14 @@ def open_next_batch(*, name: str | None = None) -> Batch:
     policies = list(ModelVersion.objects.published_policies().order_by("-published_at")[:2])
     if not policies:
         raise Conflict("no published policy to serve: import one first (manage.py import_model)")
-    now = timezone.now()
     if name is None:
-        year, week, _ = now.isocalendar()
+        year, week, _ = timezone.now().isocalendar()
         name = f"{year}-w{week:02d}"
         taken = set(Batch.objects.filter(name__startswith=name).values_list("name", flat=True))
         name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, 100))) if n not in taken)
     newest, previous = policies[0], policies[-1]
     with transaction.atomic():
-        Batch.objects.filter(status=Batch.Status.OPEN).update(
-            status=Batch.Status.CLOSED, closed_at=now
-        )
+        close_batches(Batch.objects.all())
         return Batch.objects.create(
             name=name,
             model_a=newest,
@@ -238,28 +244,40 @@ def claim_next(annotator) -> Comparison | None:
 
     An item already locked to them comes back first (a reloaded page). Otherwise a free place is
     taken by a conditional UPDATE: of several annotators racing for one place exactly one
-    updates a row, the others move on to another candidate.
+    updates a row, the others move on to another candidate. The comparison comes back with its
+    turn, dialogue, batch and responses loaded (what the API shows of it).
     """
     batch = open_batch()
     queued = queue(batch)
-    held = queued.filter(
-        annotator=annotator, status=Assignment.Status.LOCKED, locked_until__gt=timezone.now()
-    ).first()
+    held = (
+        queued.filter(
+            annotator=annotator, status=Assignment.Status.LOCKED, locked_until__gt=timezone.now()
+        )
+        .values_list("comparison_id", flat=True)
+        .first()
+    )
     if held is not None:
-        return held.comparison
+        return _served(held)
+    # Oldest items first, by comparison id (ids grow with creation time; unlike created_at, the
+    # order an index on the assignments' comparison_id gives, so PostgreSQL stops after 32 rows
+    # instead of sorting the whole queue on every fetch).
     candidates = list(
         queued.filter(claimable())
         .exclude(comparison__assignments__annotator=annotator)
         .exclude(comparison__skips__annotator=annotator)
-        .order_by("comparison__created_at", "pk")
-        .values_list("pk", flat=True)[:32]
+        .order_by("comparison_id", "pk")
+        .values_list("pk", "comparison_id")[:32]
     )
-    # Oldest items first, but not all racers on the very same row.
+    # Not all racers on the very same row.
     random.shuffle(candidates)
     lock_until = timezone.now() + timedelta(seconds=settings.ANNOTATION_LOCK_SECONDS)
-    for pk in candidates:
+    # One UPDATE is atomic on its own; a savepoint is needed only inside a caller's transaction
+    # (to survive the IntegrityError below), and BEGIN/COMMIT around it would be two more round
+    # trips on every fetch.
+    in_transaction = transaction.get_connection().in_atomic_block
+    for pk, comparison_id in candidates:
         try:
-            with transaction.atomic():
+            with transaction.atomic() if in_transaction else contextlib.nullcontext():
                 taken = (
                     Assignment.objects.filter(pk=pk)
                     .filter(claimable())
@@ -272,8 +290,16 @@ def claim_next(annotator) -> Comparison | None:
         except IntegrityError:  # this annotator took another place of the same item meanwhile
             continue
         if taken:
-            return Comparison.objects.get(assignments__pk=pk)
+            return _served(comparison_id)
     return None
+
+
+def _served(comparison_id: int) -> Comparison:
+    return (
+        Comparison.objects.select_related("turn__dialogue", "batch")
+        .prefetch_related("responses")
+        .get(pk=comparison_id)
+    )
 
 
 # --- labelling ----------------------------------------------------------------------------------
@@ -306,60 +332,66 @@ class LabelInput:
 def submit_label(annotator, comparison_id: int, data: LabelInput) -> Label:
     """Store `annotator`'s label of a comparison they hold, exactly once.
 
-    The assignment row is locked first, so two submissions of the same label run one after the
-    other and the second finds the first (DuplicateLabel); the unique constraint on
+    The assignment row is locked first (FOR UPDATE, one query that also reads the comparison),
+    so two submissions of the same label run one after the other and the second finds the
+    assignment done and the first label (DuplicateLabel); the unique constraint on
     (comparison, annotator) is the last line behind that.
     """
     data.validate()
-    with transaction.atomic():
-        comparison = (
-            Comparison.objects.select_related("batch", "turn__dialogue")
-            .filter(pk=comparison_id)
-            .first()
-        )
-        if comparison is None:
+    try:
+        with transaction.atomic():
+            return _store_label(annotator, comparison_id, data)
+    except IntegrityError:
+        existing = Label.objects.filter(comparison_id=comparison_id, annotator=annotator).first()
+        if existing is None:
+            raise
+        raise DuplicateLabel(existing) from None
+
+
+def _store_label(annotator, comparison_id: int, data: LabelInput) -> Label:
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",))
+        .select_related("comparison__batch", "comparison__turn__dialogue")
+        .filter(comparison_id=comparison_id, annotator=annotator)
+        .first()
+    )
+    if assignment is None:
+        if not Comparison.objects.filter(pk=comparison_id).exists():
             raise NotFound(f"no comparison {comparison_id}")
-        assignment = (
-            Assignment.objects.select_for_update()
-            .filter(comparison=comparison, annotator=annotator)
-            .first()
-        )
-        existing = Label.objects.filter(comparison=comparison, annotator=annotator).first()
+        existing = Label.objects.filter(comparison_id=comparison_id, annotator=annotator).first()
         if existing is not None:
             raise DuplicateLabel(existing)
-        if assignment is None:
-            raise Conflict(
-                "this comparison is not assigned to you (a lock that expired may have passed it "
-                "to another annotator)"
-            )
-        if comparison.status != Comparison.Status.READY:
-            raise Conflict("the responses are not ready yet")
-        if comparison.batch.status != Batch.Status.OPEN:
-            raise Conflict("this comparison's batch is closed")
-        chosen = comparison.left if data.chosen == "left" else comparison.right
-        try:
-            with transaction.atomic():
-                label = Label.objects.create(
-                    comparison=comparison,
-                    annotator=annotator,
-                    chosen=chosen,
-                    strength=data.strength,
-                    safety=data.safety,
-                    edited_response=data.edited_response.strip(),
-                    rationale=data.rationale.strip(),
-                    time_spent_ms=data.time_spent_ms,
-                )
-        except IntegrityError:
-            raise DuplicateLabel(
-                Label.objects.get(comparison=comparison, annotator=annotator)
-            ) from None
-        assignment.status = Assignment.Status.DONE
-        assignment.save(update_fields=["status", "updated_at"])
-        dialogue = comparison.turn.dialogue
-        if dialogue.source == Dialogue.Source.WRITTEN and dialogue.author_id == annotator.pk:
-            # The dialogue goes on from what the annotator preferred (their edit, if any).
-            reply = label.edited_response or comparison.responses.get(side=chosen).text
-            Turn.objects.filter(pk=comparison.turn_id).update(reply=reply)
+        raise Conflict(
+            "this comparison is not assigned to you (a lock that expired may have passed it "
+            "to another annotator)"
+        )
+    if assignment.status == Assignment.Status.DONE:  # labelled: a label exists unless deleted
+        existing = Label.objects.filter(comparison_id=comparison_id, annotator=annotator).first()
+        if existing is not None:
+            raise DuplicateLabel(existing)
+    comparison = assignment.comparison
+    if comparison.status != Comparison.Status.READY:
+        raise Conflict("the responses are not ready yet")
+    if comparison.batch.status != Batch.Status.OPEN:
+        raise Conflict("this comparison's batch is closed")
+    chosen = comparison.left if data.chosen == "left" else comparison.right
+    label = Label.objects.create(
+        comparison=comparison,
+        annotator=annotator,
+        chosen=chosen,
+        strength=data.strength,
+        safety=data.safety,
+        edited_response=data.edited_response.strip(),
+        rationale=data.rationale.strip(),
+        time_spent_ms=data.time_spent_ms,
+    )
+    assignment.status = Assignment.Status.DONE
+    assignment.save(update_fields=["status", "updated_at"])
+    dialogue = comparison.turn.dialogue
+    if dialogue.source == Dialogue.Source.WRITTEN and dialogue.author_id == annotator.pk:
+        # The dialogue goes on from what the annotator preferred (their edit, if any).
+        reply = label.edited_response or comparison.responses.get(side=chosen).text
+        Turn.objects.filter(pk=comparison.turn_id).update(reply=reply)
     return label
 
 

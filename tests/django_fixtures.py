@@ -2,13 +2,20 @@
 
 `tiny_model_dir` is a random 2-layer model with SmolLM2's real tokenizer and chat template: the
 web code counts and checks prompts with the real format, and a worker samples from it in
-milliseconds. `smollm2_model_dir` is the real base model, for tests where the words matter.
+milliseconds. `smollm2_model_dir` is the real base model, for tests where the words matter. `celery_worker`
+is a real worker process on the test database and the configured broker.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import torch
@@ -85,7 +92,90 @@ def make_user(db):
         user = get_user_model().objects.create_user(
             username=username, password=f"{username}-password", is_staff=staff
         )
-        user.groups.add(*Group.objects.filter(name__in=roles or ("annotator",)))
+        # get_or_create: the migration made the groups, but a transactional test's flush
+        # empties the tables after each test.
+        user.groups.add(
+            *(Group.objects.get_or_create(name=role)[0] for role in roles or ("annotator",))
+        )
         return user
 
     return make
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Worker:
+    """A Celery worker process and its log."""
+
+    def __init__(self, process: subprocess.Popen, log_path: Path) -> None:
+        self.process, self.log_path = process, log_path
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while b" ready." not in self.log_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Celery worker did not start:\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _test_database_url() -> str:
+    """A URL for the test database (whose name exists once django_db_setup has run)."""
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(name).resolve()}"
+    return urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{name}").geturl()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, tmp_path_factory) -> Iterator[Worker]:
+    """A real worker on the `generate` and `default` queues and the test database, on whatever
+    broker the settings name: the filesystem one of the embedded default, or Redis. It boots in
+    the background; call `wait_ready()` before relying on it.
+
+    It gets this process's environment (TANDEM_HOME, hence the broker folders and artifacts
+    root; SECRET_KEY, HTTPS=0, REDIS_URL) with DATABASE_URL pointing at the test database.
+    """
+    from tandem.celery import app
+
+    # Messages left by earlier runs would be sampled for comparisons that no longer exist.
+    app.control.purge()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "PYTHONUNBUFFERED": "1",
+        # One thread: on a busy machine (the browser, the live server and other jobs share the
+        # cores) OpenMP's spinning threads made sampling 7-10x slower than one plain thread.
+        "OMP_NUM_THREADS": "1",
+    }
+    node = f"tandem-test-{os.getpid()}@localhost"
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "celery", "-A", "tandem", "worker"),
+                *("-Q", "generate,default", "-c", "1", "--pool", "solo", "-n", node),
+                *("--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    worker = Worker(process, log_path)
+    try:
+        yield worker
+    finally:
+        process.terminate()  # warm shutdown: finishes the task at hand, then exits
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if "Traceback" in worker.log():
+            print(f"--- Celery worker log ---\n{worker.log()[-6000:]}")

@@ -1,0 +1,187 @@
+"""The annotator's pages. Each view reads through annotation's selectors and writes through its
+services; the comparison screen's live part (polling, keys, label submission) is
+static/frontend/annotate.js over the JSON API."""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from annotation import selectors, services
+from annotation.models import Comparison, Dialogue, Safety, Skip, Strength
+from annotation.permissions import ANNOTATOR, has_role
+from frontend.forms import NewDialogueForm, PromptForm, SkipForm
+
+# Keyboard shortcuts, shown on the buttons and read by annotate.js from data-key attributes.
+SIDE_KEYS = {"left": "1", "right": "2"}
+STRENGTH_KEYS = {
+    Strength.SIGNIFICANTLY_BETTER: "a",
+    Strength.BETTER: "s",
+    Strength.SLIGHTLY_BETTER: "d",
+    Strength.NEGLIGIBLY_BETTER: "f",
+}
+SAFETY_KEYS = {
+    Safety.CHOSEN_SAFE_OTHER_UNSAFE: "z",
+    Safety.BOTH_SAFE: "x",
+    Safety.BOTH_UNSAFE: "c",
+}
+
+
+def annotator_required(view):
+    """Log in first; then only annotators (and staff) get past, everyone else a 403 page."""
+
+    @login_required
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not has_role(request.user, ANNOTATOR):
+            return render(request, "frontend/403.html", status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+@annotator_required
+def home(request: HttpRequest) -> HttpResponse:
+    return _home_page(request)
+
+
+def _home_page(request: HttpRequest, form: NewDialogueForm | None = None) -> HttpResponse:
+    try:
+        batch = services.open_batch()
+    except services.AnnotationError as error:
+        batch, progress, no_batch = None, None, str(error)
+    else:
+        progress, no_batch = selectors.progress(request.user, batch), ""
+    return render(
+        request,
+        "frontend/home.html",
+        {
+            "batch": batch,
+            "progress": progress,
+            "no_batch": no_batch,
+            "form": form or NewDialogueForm(),
+        },
+        status=400 if form is not None else 200,
+    )
+
+
+@require_POST
+@annotator_required
+def new_dialogue(request: HttpRequest) -> HttpResponse:
+    form = NewDialogueForm(request.POST)
+    if form.is_valid():
+        try:
+            comparison = services.start_dialogue(author=request.user, **form.cleaned_data)
+        except services.AnnotationError as error:
+            form.add_error(None, str(error))
+        else:
+            return redirect("frontend:comparison", comparison_id=comparison.pk)
+    return _home_page(request, form=form)
+
+
+@require_POST
+@annotator_required
+def continue_dialogue(request: HttpRequest, dialogue_id: int) -> HttpResponse:
+    form = PromptForm(request.POST)
+    if form.is_valid():
+        try:
+            comparison = services.continue_dialogue(
+                author=request.user, dialogue_id=dialogue_id, prompt=form.cleaned_data["prompt"]
+            )
+        except services.AnnotationError as error:
+            form.add_error(None, str(error))
+        else:
+            return redirect("frontend:comparison", comparison_id=comparison.pk)
+    last = (
+        Comparison.objects.filter(
+            turn__dialogue_id=dialogue_id, turn__dialogue__author=request.user
+        )
+        .order_by("-turn__index")
+        .first()
+    )
+    if last is None:
+        raise Http404("no such dialogue of yours")
+    return _comparison_page(request, last.pk, continue_form=form, status=400)
+
+
+@require_POST
+@annotator_required
+def queue_next(request: HttpRequest) -> HttpResponse:
+    return _next_in_queue(request)
+
+
+def _next_in_queue(request: HttpRequest) -> HttpResponse:
+    """Queue mode: the item this annotator holds, or the next free one."""
+    try:
+        comparison = services.claim_next(request.user)
+    except services.AnnotationError as error:
+        messages.error(request, str(error))
+        return redirect("frontend:home")
+    if comparison is None:
+        messages.info(request, "The queue is empty for you: nothing left to label right now.")
+        return redirect("frontend:home")
+    return redirect("frontend:comparison", comparison_id=comparison.pk)
+
+
+@annotator_required
+def comparison(request: HttpRequest, comparison_id: int) -> HttpResponse:
+    return _comparison_page(request, comparison_id)
+
+
+def _comparison_page(
+    request: HttpRequest,
+    comparison_id: int,
+    *,
+    continue_form: PromptForm | None = None,
+    skip_form: SkipForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    item = selectors.comparison_for(request.user, comparison_id)
+    if item is None:
+        raise Http404("no such comparison for you")
+    dialogue = item.turn.dialogue
+    own = dialogue.source == Dialogue.Source.WRITTEN and dialogue.author_id == request.user.pk
+    return render(
+        request,
+        "frontend/comparison.html",
+        {
+            "comparison": item,
+            "dialogue": dialogue,
+            "turn": item.turn,
+            "context": selectors.earlier_turns(item),
+            "queue_mode": dialogue.source == Dialogue.Source.IMPORTED,
+            "own_dialogue": own,
+            "continue_form": continue_form or PromptForm(),
+            "skip_form": skip_form or SkipForm(),
+            "side_keys": SIDE_KEYS,
+            "strengths": [(s, STRENGTH_KEYS[s]) for s in Strength],
+            "safeties": [(s, SAFETY_KEYS[s]) for s in Safety],
+            "skip_reasons": Skip.Reason.choices,
+        },
+        status=status,
+    )
+
+
+@require_POST
+@annotator_required
+def skip(request: HttpRequest, comparison_id: int) -> HttpResponse:
+    form = SkipForm(request.POST)
+    if not form.is_valid():
+        return _comparison_page(request, comparison_id, skip_form=form, status=400)
+    item = selectors.comparison_for(request.user, comparison_id)
+    if item is None:
+        raise Http404("no such comparison for you")
+    try:
+        services.skip(request.user, comparison_id, **form.cleaned_data)
+    except services.AnnotationError as error:
+        form.add_error(None, str(error))
+        return _comparison_page(request, comparison_id, skip_form=form, status=error.status)
+    messages.info(request, "Skipped. Thank you for saying why.")
+    if item.turn.dialogue.source == Dialogue.Source.IMPORTED:
+        return _next_in_queue(request)
+    return redirect("frontend:home")

@@ -82,6 +82,9 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # Reuse connections between requests; health checks drop ones the server has closed.
     DATABASES["default"]["CONN_MAX_AGE"] = env.get_int("DATABASE_CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # The test suite names its own throwaway database, so concurrent runs never collide.
+    if test_name := env.os.environ.get("DATABASE_TEST_NAME", "").strip():
+        DATABASES["default"]["TEST"] = {"NAME": test_name}
 else:
     # SQLite: wait for a writer rather than fail with "database is locked", and write ahead so
     # readers (the pages) never block on the worker's writes.

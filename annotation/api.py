@@ -49,9 +49,14 @@ def error_response(error: services.AnnotationError) -> Response:
     return Response(body, status=error.status)
 
 
-def comparison_json(comparison: Comparison, user) -> dict:
+_LOOK_UP = object()
+
+
+def comparison_json(comparison: Comparison, user, label=_LOOK_UP) -> dict:
+    """`label`: the user's label of it, if the caller knows (None: not labelled yet)."""
     dialogue = comparison.turn.dialogue
-    label = comparison.labels.filter(annotator=user).first()
+    if label is _LOOK_UP:
+        label = comparison.labels.filter(annotator=user).first()
     sides = {"left": comparison.left, "right": comparison.right}
     shown = {}
     for position, side in sides.items():
@@ -65,7 +70,7 @@ def comparison_json(comparison: Comparison, user) -> dict:
         "turn": comparison.turn.index,
         "guideline": dialogue.guideline,
         "risky": dialogue.risky,
-        "context": selectors.earlier_turns(comparison),
+        "context": selectors.earlier_turns(comparison) if comparison.turn.index else [],
         "prompt": comparison.turn.prompt,
         **shown,
         "label": None
@@ -159,4 +164,5 @@ class QueueNext(AnnotatorView):
             return error_response(error)
         if comparison is None:
             return Response({"detail": "the queue is empty for you"}, status=404)
-        return Response(comparison_json(comparison, request.user))
+        # A place claim_next hands out is locked, not done: it has no label yet.
+        return Response(comparison_json(comparison, request.user, label=None))

@@ -207,7 +207,15 @@ class Assignment(models.Model):
                 name="one_assignment_per_annotator",
             )
         ]
-        indexes = [models.Index(fields=["status", "locked_until"])]
+        # The queue reads places that are not done, oldest item first; finished places (the
+        # bulk of a batch by the end of its week) stay out of the index.
+        indexes = [
+            models.Index(
+                fields=["comparison", "id"],
+                condition=~Q(status="done"),
+                name="assignment_queue",
+            )
+        ]
 
 
 class Label(models.Model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,10 @@ from modelcore.model import LlamaLM
 from modelcore.sampling import Completion, SamplingParams, generate
 from modelcore.tokenizer import StreamDecoder, Tokenizer
 from rlhf.models import ModelVersion
+
+# A model samples through KV caches it holds as state, so two threads must not sample with the
+# same model at once (a threaded worker pool, or tasks run inline by a threaded web server).
+_sampling = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,10 @@ def sample_reply(
             pieces.append(stream.push(tokens[0]))
             on_text("".join(pieces))
 
-    [completion] = generate(
-        model, [prompt], params, pad_id=chat.tokenizer.pad_id or 0, on_tokens=collect
-    )
+    with _sampling:
+        [completion] = generate(
+            model, [prompt], params, pad_id=chat.tokenizer.pad_id or 0, on_tokens=collect
+        )
     pieces.append(stream.flush())
     return "".join(pieces).strip(), completion
 

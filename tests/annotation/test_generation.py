@@ -114,3 +114,36 @@ def test_a_model_that_cannot_load_fails_the_comparison_visibly(
             services.LabelInput("left", "better", "both_safe", 1),
         )
     assert Response.objects.filter(comparison=comparison, side="b", finish_reason="").exists()
+
+
+def test_threads_sampling_with_one_model_take_turns(tiny_version):
+    """A threaded pool (or tasks run inline by a threaded server) shares the cached model and
+    its KV caches; sampling must not interleave."""
+    import threading
+    import time
+
+    from annotation.serving import sample_reply
+    from modelcore.chat import Message
+    from modelcore.sampling import SamplingParams
+
+    params = SamplingParams(max_new_tokens=24, temperature=1.0, seed=3)
+    results, errors = [], []
+
+    def sample():
+        try:
+            # Streaming writes to the database wait on I/O: the other threads run meanwhile.
+            _, completion = sample_reply(
+                tiny_version, [Message("user", "Hi")], params, lambda _: time.sleep(0.002)
+            )
+            results.append(completion.tokens)
+        except Exception as error:
+            errors.append(error)
+
+    sample()  # loads the model into the process's cache, so the threads share it
+    threads = [threading.Thread(target=sample) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(results) == 4 and all(r == results[0] for r in results)  # same seed, same tokens

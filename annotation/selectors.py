@@ -9,11 +9,11 @@ from annotation.models import Assignment, Batch, Comparison, Dialogue, Label, Sk
 
 
 def queue(batch: Batch) -> QuerySet[Assignment]:
-    """The places on the batch's queued items: imported prompts whose responses are ready."""
+    """The places on the batch's items whose responses are ready. Only imported prompts' places
+    are ever claimable: a writer's own place is locked with no expiry and removed if they skip
+    it, so the queue needs no join to the dialogue (this query runs on every fetch)."""
     return Assignment.objects.filter(
-        comparison__batch=batch,
-        comparison__status=Comparison.Status.READY,
-        comparison__turn__dialogue__source=Dialogue.Source.IMPORTED,
+        comparison__batch=batch, comparison__status=Comparison.Status.READY
     )
 
 

@@ -403,7 +403,8 @@ def skip(annotator, comparison_id: int, *, reason: str, note: str = "") -> Skip:
         raise AnnotationError("the note is over 500 characters")
     with transaction.atomic():
         assignment = (
-            Assignment.objects.select_for_update()
+            Assignment.objects.select_for_update(of=("self",))
+            .select_related("comparison__turn__dialogue")
             .filter(comparison_id=comparison_id, annotator=annotator)
             .exclude(status=Assignment.Status.DONE)
             .first()
@@ -417,6 +418,10 @@ def skip(annotator, comparison_id: int, *, reason: str, note: str = "") -> Skip:
                 )
         except IntegrityError:
             raise Conflict("you already skipped this comparison") from None
+        if assignment.comparison.turn.dialogue.source == Dialogue.Source.WRITTEN:
+            # A writer's own prompt is theirs alone to label: the place goes, not to the queue.
+            assignment.delete()
+            return skipped
         # The place goes back to the queue for someone else.
         assignment.annotator = None
         assignment.status = Assignment.Status.OPEN

@@ -212,3 +212,14 @@ def test_heldout_share_and_cap(batch):
     batch.save()
     items = queue_items(batch, 5)
     assert sum(c.heldout for c in items) == 3
+
+
+def test_a_writers_own_prompt_never_reaches_the_queue(batch, make_user):
+    writer, other = make_user("writer"), make_user("other")
+    own = services.start_dialogue(author=writer, prompt="Mine?", guideline="helpfulness")
+    Comparison.objects.filter(pk=own.pk).update(status=Comparison.Status.READY)
+    assert services.claim_next(other) is None
+    services.skip(writer, own.pk, reason="broken_response")
+    assert services.claim_next(other) is None
+    assert services.claim_next(writer) is None
+    assert not Assignment.objects.filter(comparison=own).exists()

@@ -1,0 +1,72 @@
+"""Tandem's training stages on modelcore: SFT, reward models, rejection sampling, PPO, DPO and
+evaluation, as the Llama 2 and Llama 3 papers run them. Pure PyTorch: no Django import here.
+
+Every stage is one function taking a typed config dataclass and an optional progress callback,
+returning its metrics as a JSON-ready dict (also written to the run directory):
+
+    from rlhf.train import RewardConfig, train_reward_model
+
+    def progress(step: int, total: int, loss: float, metrics: dict[str, float]) -> bool:
+        row.update(step=step, total=total, loss=loss)   # e.g. the Celery task's database row
+        return row.cancel_requested                     # True stops the run (resumable)
+
+    metrics = train_reward_model(
+        RewardConfig(data="train.jsonl", policy="models/v3", out="runs/rm-help-7",
+                     target="helpfulness", train_layers=4, checkpoint_every=50),
+        progress,
+    )
+    metrics["heldout"]["accuracy_by_strength"]
+
+| function                  | config            | writes to config.out                           |
+| ------------------------- | ----------------- | ---------------------------------------------- |
+| `run_sft`                 | `SFTConfig`       | model/, metrics.json                           |
+| `train_reward_model`      | `RewardConfig`    | model/ (a scalar checkpoint), metrics.json     |
+| `run_rejection_sampling`  | `RejectionConfig` | best.jsonl, samples.pt, model/, metrics.json   |
+| `run_ppo`                 | `PPOConfig`       | model/ (best on held-out prompts), metrics.json |
+| `run_dpo`                 | `DPOConfig`       | reference_logprobs.pt, model/, metrics.json    |
+| `evaluate_policy`         | `EvalConfig`      | eval.json                                      |
+
+model/ is a Tandem checkpoint (`modelcore.checkpoint`), written atomically and only when the
+stage completes, with LoRA adapters merged. Input files are JSONL in the annotation export's
+format, validated before anything else happens (`rlhf.train.data`; a bad line raises
+`DataError` naming the file and line).
+
+Run directory and resume: with `checkpoint_every=N` the training state is saved to
+out/resume.pt every N steps, and when the callback asks to stop. Calling the same function
+with the same config again resumes from there and ends with the result of an uninterrupted run.
+A stopped run returns `{"stopped": True, "history": [...]}`.
+
+Cheap modes: `train_layers=N` trains the top N decoder blocks only; `lora_rank=r` trains LoRA
+adapters instead of the weights.
+
+Command line: `python -m rlhf.train {sft,reward,rejection,ppo,dpo,eval} --help`; the options
+are the config fields. Data parallel: `torchrun --nproc-per-node N -m rlhf.train ...` (DDP on
+CPU with gloo or on GPUs with NCCL; `--strategy fsdp` shards per decoder block on GPUs). The
+Python functions work under torchrun the same way.
+"""
+
+from rlhf.train.data import DataError
+from rlhf.train.dpo import DPOConfig, run_dpo
+from rlhf.train.evaluate import EvalConfig, evaluate_policy
+from rlhf.train.loop import Progress
+from rlhf.train.ppo import PPOConfig, run_ppo
+from rlhf.train.rejection import RejectionConfig, run_rejection_sampling
+from rlhf.train.reward import RewardConfig, train_reward_model
+from rlhf.train.sft import SFTConfig, run_sft
+
+__all__ = [
+    "DPOConfig",
+    "DataError",
+    "EvalConfig",
+    "PPOConfig",
+    "Progress",
+    "RejectionConfig",
+    "RewardConfig",
+    "SFTConfig",
+    "evaluate_policy",
+    "run_dpo",
+    "run_ppo",
+    "run_rejection_sampling",
+    "run_sft",
+    "train_reward_model",
+]

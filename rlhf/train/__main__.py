@@ -1,0 +1,5 @@
+import sys
+
+from rlhf.train.cli import main
+
+sys.exit(main())

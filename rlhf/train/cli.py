@@ -1,0 +1,116 @@
+"""`python -m rlhf.train STAGE --option value ...`: every stage from the command line.
+
+The options are the fields of the stage's config dataclass (underscores become dashes), so the
+command line and the Python API cannot drift apart. Progress shows as a tqdm bar on stderr;
+the metrics, less the per-step history, are printed as JSON on stdout. Run it under
+`torchrun --nproc-per-node N -m rlhf.train ...` for data parallelism.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch.distributed as dist
+from tqdm import tqdm
+
+from rlhf.train.dpo import DPOConfig, run_dpo
+from rlhf.train.evaluate import EvalConfig, evaluate_policy
+from rlhf.train.loop import RunConfig
+from rlhf.train.ppo import PPOConfig, run_ppo
+from rlhf.train.rejection import RejectionConfig, run_rejection_sampling
+from rlhf.train.reward import RewardConfig, train_reward_model
+from rlhf.train.sft import SFTConfig, run_sft
+
+STAGES: dict[str, tuple[type[RunConfig], Callable[..., dict[str, Any]]]] = {
+    "sft": (SFTConfig, run_sft),
+    "reward": (RewardConfig, train_reward_model),
+    "rejection": (RejectionConfig, run_rejection_sampling),
+    "ppo": (PPOConfig, run_ppo),
+    "dpo": (DPOConfig, run_dpo),
+    "eval": (EvalConfig, evaluate_policy),
+}
+
+
+class TqdmProgress:
+    """A progress callback drawing a tqdm bar; it never asks to stop."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.bar: tqdm | None = None
+
+    def __call__(self, step: int, total: int, loss: float, metrics: dict[str, float]) -> bool:
+        if self.bar is None:
+            self.bar = tqdm(total=total, initial=step - 1, desc=self.description, file=sys.stderr)
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        return False
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        kind = hints[field.name]
+        flag = "--" + field.name.replace("_", "-")
+        options: dict[str, Any] = {"help": field.metadata.get("help", "")}
+        if field.default is dataclasses.MISSING:
+            options["required"] = True
+        else:
+            options["default"] = field.default
+            options["help"] += f" (default: {field.default})"
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is list:
+            options |= {"nargs": "*", "type": typing.get_args(kind)[0]}
+            options.setdefault("default", [])
+        else:
+            options["type"] = _optional_inner(kind)
+        parser.add_argument(flag, dest=field.name, **options)
+
+
+def _optional_inner(kind: Any) -> Any:
+    """X for `X | None`, else the type itself."""
+    if isinstance(kind, types.UnionType):
+        return next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    return kind
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rlhf.train", description=__doc__)
+    commands = parser.add_subparsers(dest="stage", required=True)
+    for name, (config_class, function) in STAGES.items():
+        summary = (function.__doc__ or "").split("\n")[0]
+        sub = commands.add_parser(name, help=summary, description=summary)
+        add_config_arguments(sub, config_class)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config_class, function = STAGES[args.stage]
+    config = config_class(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)}
+    )
+    progress = TqdmProgress(args.stage)
+    try:
+        metrics = function(config, progress)
+    except (ValueError, OSError) as error:  # bad data, config or checkpoint: no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        progress.close()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    summary = {k: v for k, v in metrics.items() if k not in ("history", "samples", "config")}
+    print(json.dumps(summary, default=str))
+    return 0 if not metrics.get("stopped") else 1

@@ -1,0 +1,198 @@
+"""Direct preference optimisation as Llama 3 runs it (section 4.1.4).
+
+Sigmoid loss with β = 0.1 plus the chosen response's per-token NLL scaled by 0.2; the
+formatting tokens (end of turn and other special tokens) are masked out of both, and the
+reference log-probabilities come from one pass of the initial policy before training
+(reference_logprobs.pt in the run directory, so a resumed run reuses them). Held-out pairs give
+the chosen-minus-rejected log-probability margin before and after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from modelcore.model import LlamaLM
+from modelcore.optim import make_adamw
+from modelcore.tokenizer import Tokenizer
+from rlhf.train.data import MARGINS, read_comparisons, split_heldout
+from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, content_mask, token_logprobs
+from rlhf.train.loop import (
+    Progress,
+    Run,
+    TrainConfig,
+    cosine_schedule,
+    doc,
+    step_indices,
+    train_step,
+)
+from rlhf.train.losses import chosen_nll, dpo_loss
+from rlhf.train.trainable import count_parameters
+
+
+@dataclass(kw_only=True)
+class DPOConfig(TrainConfig):
+    data: Path = field(metadata=doc("comparisons JSONL (the annotation export)"))
+    policy: Path = field(metadata=doc("policy checkpoint (also the frozen reference)"))
+    beta: float = field(default=0.1, metadata=doc("DPO temperature β (Llama 3: 0.1)"))
+    nll_weight: float = field(
+        default=0.2, metadata=doc("weight of the chosen response's NLL (Llama 3: 0.2)")
+    )
+    epochs: int = field(default=1, metadata=doc("passes over the pairs"))
+    batch_size: int = field(default=32, metadata=doc("pairs per optimizer step"))
+    micro_batch_size: int = field(default=4, metadata=doc("pairs per forward pass"))
+    lr: float = field(default=1e-5, metadata=doc("peak learning rate (Llama 3: 1e-5)"))
+    warmup_steps: int = field(
+        default=0, metadata=doc("linear warm-up steps before the cosine decay")
+    )
+    weight_decay: float = field(default=0.1, metadata=doc("AdamW weight decay"))
+    max_grad_norm: float = field(default=1.0, metadata=doc("gradient clipping norm"))
+    eval_batch_size: int = field(default=16, metadata=doc("sequences per scoring pass"))
+
+
+@dataclass
+class PreferenceBatch:
+    sequences: TokenBatch  # chosen responses, then rejected ones
+    mask: torch.Tensor  # the content tokens the loss covers
+    reference: torch.Tensor  # [B, 2]: reference log-probabilities of chosen, rejected
+
+
+class DPOObjective(nn.Module):
+    def __init__(self, model: LlamaLM, beta: float, nll_weight: float) -> None:
+        super().__init__()
+        self.model = model
+        self.beta = beta
+        self.nll_weight = nll_weight
+
+    def forward(self, batch: PreferenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # Chosen and rejected in one forward pass, as torchtune does.
+        logprobs = token_logprobs(self.model, batch.sequences.tokens, batch.mask).sum(1)
+        chosen, rejected = logprobs.chunk(2)
+        preference = dpo_loss(
+            chosen, rejected, batch.reference[:, 0], batch.reference[:, 1], self.beta
+        )
+        nll = chosen_nll(chosen, batch.mask.chunk(2)[0].sum(1))
+        implicit = (chosen - batch.reference[:, 0]) - (rejected - batch.reference[:, 1])
+        return (preference + self.nll_weight * nll).sum(), {
+            "dpo_loss": preference.sum(),
+            "nll": nll.sum(),
+            "reward_accuracy": (implicit > 0).float().sum(),
+            "logprob_margin": (chosen - rejected).sum(),
+        }
+
+
+def run_dpo(config: DPOConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Train the policy with DPO; returns (and writes) the held-out margin and the curves."""
+    train_rows, heldout_rows = split_heldout(read_comparisons(config.data))
+    run = Run(config, progress)
+    run.check_batch(config.batch_size)
+    model, tokenizer = run.load_policy(config.policy)
+    run.make_trainable(model)
+    encoder = ChatEncoder(tokenizer, config.chat_template)
+    pairs = [
+        (encoder.exchange(row, better), encoder.exchange(row, worse))
+        for row in train_rows
+        for better, worse, _ in row.ranked_pairs(MARGINS["none"])
+    ]
+    heldout = [
+        (encoder.exchange(r, r.chosen), encoder.exchange(r, r.rejected)) for r in heldout_rows
+    ]
+    kept = [p for p in pairs if max(len(p[0].ids), len(p[1].ids)) <= config.max_seq_len]
+
+    def logprobs_of(items: Sequence[tuple[Exchange, Exchange]]) -> torch.Tensor:
+        return pair_logprobs(model, tokenizer, encoder.pad_id, items, config.eval_batch_size)
+
+    model.eval()
+    reference = run.cached(
+        "reference_logprobs.pt",
+        lambda: {"train": logprobs_of(kept), "heldout": logprobs_of(heldout)},
+    )
+
+    total = config.epochs * (len(kept) // config.batch_size)
+    optimizer = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = cosine_schedule(optimizer, total, warmup=config.warmup_steps)
+    objective = DPOObjective(model, config.beta, config.nll_weight)
+    wrapped = run.dist.wrap(objective, config.strategy)
+
+    def step(index: int) -> tuple[float, dict[str, float]]:
+        indices = step_indices(len(kept), config.batch_size, index, config.seed)
+        return train_step(
+            run,
+            wrapped,
+            indices,
+            collate=lambda part: preference_batch(
+                [kept[i] for i in part],
+                reference["train"][part],
+                tokenizer,
+                encoder.pad_id,
+                run.device,
+            ),
+            micro_batch_size=config.micro_batch_size,
+            denominator=len(indices),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            max_grad_norm=config.max_grad_norm,
+        )
+
+    model.train()
+    history = run.loop(
+        total=total, step=step, trained=objective, optimizers=[optimizer], schedulers=[scheduler]
+    )
+    if history.stopped:
+        return {"stopped": True, "history": history.steps}
+    model.eval()
+    metrics: dict[str, Any] = {
+        "train_pairs": len(kept),
+        "skipped_too_long": len(pairs) - len(kept),
+        "steps": total,
+        **count_parameters(model),
+    }
+    if heldout:
+        before, after = reference["heldout"], logprobs_of(heldout)
+        metrics["heldout"] = {
+            "pairs": len(heldout),
+            "logprob_margin_before": (before[:, 0] - before[:, 1]).mean().item(),
+            "logprob_margin_after": (after[:, 0] - after[:, 1]).mean().item(),
+            # The implicit reward β·log(π/π_ref) of chosen above that of rejected.
+            "reward_accuracy": ((after - before)[:, 0] > (after - before)[:, 1])
+            .float()
+            .mean()
+            .item(),
+        }
+    run.save_model(model, tokenizer)
+    return run.finish({**metrics, "history": history.steps})
+
+
+def preference_batch(
+    pairs: Sequence[tuple[Exchange, Exchange]],
+    reference: torch.Tensor,
+    tokenizer: Tokenizer,
+    pad_id: int,
+    device: torch.device,
+) -> PreferenceBatch:
+    sequences = TokenBatch.of([c for c, _ in pairs] + [r for _, r in pairs], pad_id, device)
+    return PreferenceBatch(sequences, content_mask(sequences, tokenizer), reference.to(device))
+
+
+@torch.no_grad()
+def pair_logprobs(
+    model: LlamaLM,
+    tokenizer: Tokenizer,
+    pad_id: int,
+    pairs: Sequence[tuple[Exchange, Exchange]],
+    batch_size: int,
+) -> torch.Tensor:
+    """Summed log-probabilities of the content tokens of each pair's two responses: [N, 2]."""
+    device = model.decoder.embed.weight.device
+    out = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        batch = preference_batch(chunk, torch.zeros(len(chunk), 2), tokenizer, pad_id, device)
+        sums = token_logprobs(model, batch.sequences.tokens, batch.mask).sum(1).float().cpu()
+        out.append(torch.stack(sums.chunk(2), dim=1))
+    return torch.cat(out) if out else torch.zeros(0, 2)

@@ -1,0 +1,156 @@
+"""A policy against another on held-out prompts, judged by the reward models.
+
+Each policy answers every held-out prompt (same temperature and seeds); the judge's R_c decides
+each pair, a tie counting half. The two responses of a pair are scored in a random order
+within the batch and the order is recorded, as a human evaluation would show them. Also
+measured: the mean reward of each policy and the KL of the new policy from the baseline on its
+own samples (Σ log π - log π_base over the response). Everything goes to eval.json in the
+output directory, next to the model.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modelcore.model import LlamaLM
+from rlhf.train.data import read_prompts
+from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, token_logprobs
+from rlhf.train.judge import sample_exchanges
+from rlhf.train.loop import Progress, Run, RunConfig, doc, write_json
+from rlhf.train.rejection import load_judge, unique_prompts
+
+
+@dataclass(kw_only=True)
+class EvalConfig(RunConfig):
+    data: Path = field(metadata=doc("prompts JSONL or comparison rows; the held-out ones are used"))
+    policy: Path = field(metadata=doc("the new policy checkpoint"))
+    baseline: Path = field(
+        metadata=doc("the policy it is compared with (e.g. the previous version)")
+    )
+    helpfulness_rm: Path = field(metadata=doc("helpfulness reward model checkpoint"))
+    safety_rm: Path | None = field(
+        default=None, metadata=doc("safety reward model checkpoint (else helpfulness only)")
+    )
+    temperature: float = field(default=0.7, metadata=doc("sampling temperature; 0: greedy"))
+    max_new_tokens: int = field(default=256, metadata=doc("longest response sampled"))
+    generation_batch_size: int = field(default=16, metadata=doc("sequences sampled at once"))
+    score_batch_size: int = field(default=16, metadata=doc("sequences per reward-model pass"))
+
+
+def evaluate_policy(config: EvalConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Win rate, rewards and KL of a policy against a baseline; returns (and writes) them."""
+    prompts = unique_prompts(p for p in read_prompts(config.data) if p.heldout)
+    if not prompts:
+        raise ValueError(f"{config.data}: no held-out prompts to evaluate on")
+    run = Run(config, progress)
+    policy, tokenizer = run.load_policy(config.policy)
+    baseline, _ = run.load_policy(config.baseline)
+    encoder = ChatEncoder(tokenizer, config.chat_template)
+    judge = load_judge(
+        run, config.helpfulness_rm, config.safety_rm, encoder, config.score_batch_size
+    )
+    mine = run.dist.shard(prompts)
+
+    def answers(model: LlamaLM) -> list[Exchange]:
+        return sample_exchanges(
+            model.eval(),
+            encoder,
+            mine,
+            temperature=config.temperature,
+            max_new_tokens=config.max_new_tokens,
+            seed=config.seed * 1_000_003 + run.dist.rank,
+            batch_size=config.generation_batch_size,
+        )
+
+    new, old = answers(policy), answers(baseline)
+    rng = random.Random(config.seed + run.dist.rank)
+    new_first = [rng.random() < 0.5 for _ in mine]
+    shown = [
+        x
+        for first, n, o in zip(new_first, new, old, strict=True)
+        for x in ((n, o) if first else (o, n))
+    ]
+    rewards = judge(shown, [p.risky for p in mine for _ in range(2)]).combined.view(-1, 2)
+    flip = torch.tensor(new_first)
+    new_reward = torch.where(flip, rewards[:, 0], rewards[:, 1])
+    old_reward = torch.where(flip, rewards[:, 1], rewards[:, 0])
+    kl = _kl(policy, baseline, new, encoder.pad_id, config.generation_batch_size)
+    records = run.dist.gather(
+        [
+            {
+                "prompt": p.prompt,
+                "risky": p.risky,
+                "shown_first": "policy" if first else "baseline",
+                "policy_response": encoder.response_text(n.response),
+                "baseline_response": encoder.response_text(o.response),
+                "policy_reward": nr,
+                "baseline_reward": br,
+                "kl": k,
+            }
+            for p, first, n, o, nr, br, k in zip(
+                mine,
+                new_first,
+                new,
+                old,
+                new_reward.tolist(),
+                old_reward.tolist(),
+                kl.tolist(),
+                strict=True,
+            )
+        ]
+    )
+    metrics = {"config": config.to_json(), **summarise(records), "samples": records}
+    if run.dist.is_main:
+        write_json(run.out / "eval.json", metrics)
+    run.dist.barrier()
+    return metrics
+
+
+def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def outcome(record: dict[str, Any]) -> float:
+        difference = record["policy_reward"] - record["baseline_reward"]
+        return 1.0 if difference > 0 else 0.5 if difference == 0 else 0.0
+
+    def win_rate(subset: Sequence[dict[str, Any]]) -> float | None:
+        return statistics.fmean(outcome(r) for r in subset) if subset else None
+
+    return {
+        "prompts": len(records),
+        "win_rate": win_rate(records),
+        "win_rate_risky": win_rate([r for r in records if r["risky"]]),
+        "win_rate_other": win_rate([r for r in records if not r["risky"]]),
+        "wins": sum(outcome(r) == 1.0 for r in records),
+        "ties": sum(outcome(r) == 0.5 for r in records),
+        "losses": sum(outcome(r) == 0.0 for r in records),
+        "mean_reward_policy": statistics.fmean(r["policy_reward"] for r in records),
+        "mean_reward_baseline": statistics.fmean(r["baseline_reward"] for r in records),
+        "kl_to_baseline": statistics.fmean(r["kl"] for r in records),
+    }
+
+
+@torch.no_grad()
+def _kl(
+    policy: LlamaLM,
+    baseline: LlamaLM,
+    exchanges: Sequence[Exchange],
+    pad_id: int,
+    batch_size: int,
+) -> torch.Tensor:
+    """Σ over each response of log π - log π_base, on the policy's own samples: [N]."""
+    device = policy.decoder.embed.weight.device
+    out = []
+    for start in range(0, len(exchanges), batch_size):
+        batch = TokenBatch.of(exchanges[start : start + batch_size], pad_id, device)
+        mask = batch.response_mask
+        difference = token_logprobs(policy, batch.tokens, mask) - token_logprobs(
+            baseline, batch.tokens, mask
+        )
+        out.append(difference.sum(1).float().cpu())
+    return torch.cat(out)

@@ -1,0 +1,103 @@
+"""Sampling responses from a policy, and judging them with the reward models.
+
+The judged reward is Llama 2's R_c: the safety reward model's score where the prompt is risky
+or the response scores below 0.15 on safety, else the helpfulness model's, both as
+probabilities (the sigmoid of the scalar head). Without a safety model R_c is the helpfulness
+score alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from modelcore.model import LlamaLM, ScalarModel
+from modelcore.sampling import SamplingParams, generate
+from rlhf.train.data import Prompt
+from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch
+from rlhf.train.losses import piecewise_reward
+
+
+@torch.no_grad()
+def score_exchanges(
+    model: ScalarModel, exchanges: Sequence[Exchange], *, pad_id: int, batch_size: int
+) -> torch.Tensor:
+    """The reward model's raw score of each exchange, float32 on the CPU: [N]."""
+    device = model.score.weight.device
+    scores = []
+    for start in range(0, len(exchanges), batch_size):
+        batch = TokenBatch.of(exchanges[start : start + batch_size], pad_id, device)
+        scores.append(model.reward(batch.tokens, batch.lengths).float().cpu())
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+@dataclass
+class Judgement:
+    """Per exchange, as probabilities: [N] each."""
+
+    helpfulness: torch.Tensor
+    safety: torch.Tensor | None
+    combined: torch.Tensor  # R_c
+
+
+class RewardJudge:
+    def __init__(
+        self,
+        helpfulness: ScalarModel,
+        safety: ScalarModel | None,
+        *,
+        pad_id: int,
+        batch_size: int,
+    ) -> None:
+        self.helpfulness = helpfulness
+        self.safety = safety
+        self.pad_id = pad_id
+        self.batch_size = batch_size
+
+    def __call__(self, exchanges: Sequence[Exchange], risky: Sequence[bool]) -> Judgement:
+        def probabilities(model: ScalarModel) -> torch.Tensor:
+            scores = score_exchanges(
+                model, exchanges, pad_id=self.pad_id, batch_size=self.batch_size
+            )
+            return torch.sigmoid(scores)
+
+        helpfulness = probabilities(self.helpfulness)
+        if self.safety is None:
+            return Judgement(helpfulness, None, helpfulness)
+        safety = probabilities(self.safety)
+        combined = piecewise_reward(helpfulness, safety, torch.tensor(list(risky)))
+        return Judgement(helpfulness, safety, combined)
+
+
+def sample_exchanges(
+    policy: LlamaLM,
+    encoder: ChatEncoder,
+    prompts: Sequence[Prompt],
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int,
+) -> list[Exchange]:
+    """One sampled response per prompt (repeat a prompt for several), in `batch_size` rows at a
+    time, chunk i seeded with seed + i so the same call gives the same samples."""
+    exchanges = []
+    was_training = policy.training
+    policy.eval()
+    for chunk, start in enumerate(range(0, len(prompts), batch_size)):
+        prompt_ids = [encoder.prompt(p) for p in prompts[start : start + batch_size]]
+        params = SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            stop_ids=encoder.stop_ids,
+            seed=seed + chunk,
+        )
+        completions = generate(policy, prompt_ids, params, pad_id=encoder.pad_id)
+        exchanges += [
+            Exchange(ids=ids + c.tokens, prompt_len=len(ids))
+            for ids, c in zip(prompt_ids, completions, strict=True)
+        ]
+    policy.train(was_training)
+    return exchanges

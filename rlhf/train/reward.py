@@ -1,0 +1,231 @@
+"""Reward models: the helpfulness RM and the safety RM of Llama 2.
+
+Each starts from the policy checkpoint with a scalar head (zero at first) and trains one epoch
+on ranked pairs with the margin loss -log σ(r(x, y_c) - r(x, y_r) - m(r)), cosine to 10% of the
+peak lr after a warm-up of 3% of the steps, at least 5 (Llama 2, section 3.2.2). Held-out rows
+are never trained on; they give the accuracy overall and per strength level, and for the safety
+RM the precision and recall of "unsafe" at the 0.15 threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from modelcore.model import ScalarModel
+from modelcore.optim import make_adamw
+from rlhf.train.data import GUIDELINES, MARGINS, Comparison, read_comparisons, split_heldout
+from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch
+from rlhf.train.judge import score_exchanges
+from rlhf.train.loop import (
+    Progress,
+    Run,
+    TrainConfig,
+    cosine_schedule,
+    doc,
+    step_indices,
+    train_step,
+)
+from rlhf.train.losses import UNSAFE_THRESHOLD, margin_ranking_loss
+from rlhf.train.trainable import count_parameters
+
+
+@dataclass(kw_only=True)
+class RewardConfig(TrainConfig):
+    data: Path = field(metadata=doc("comparisons JSONL (the annotation export)"))
+    policy: Path = field(metadata=doc("policy checkpoint the reward model starts from"))
+    target: str = field(default="helpfulness", metadata=doc("helpfulness or safety"))
+    margin: str = field(default="small", metadata=doc("margin scheme: small, large or none"))
+    epochs: int = field(default=1, metadata=doc("passes over the pairs (Llama 2: 1)"))
+    batch_size: int = field(default=32, metadata=doc("pairs per optimizer step"))
+    micro_batch_size: int = field(default=8, metadata=doc("pairs per forward pass"))
+    lr: float = field(default=1e-5, metadata=doc("peak learning rate (Llama 2: 1e-5)"))
+    weight_decay: float = field(default=0.1, metadata=doc("AdamW weight decay (Llama 2: 0.1)"))
+    max_grad_norm: float = field(default=1.0, metadata=doc("gradient clipping norm"))
+    eval_batch_size: int = field(default=16, metadata=doc("sequences per scoring pass"))
+
+
+@dataclass(frozen=True)
+class RankedPair:
+    better: Exchange
+    worse: Exchange
+    margin: float
+
+
+@dataclass
+class PairBatch:
+    sequences: TokenBatch  # the better responses, then the worse ones
+    margins: torch.Tensor
+
+
+class RankingObjective(nn.Module):
+    def __init__(self, model: ScalarModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        rewards = self.model.reward(batch.sequences.tokens, batch.sequences.lengths).float()
+        better, worse = rewards.chunk(2)
+        losses = margin_ranking_loss(better, worse, batch.margins)
+        return losses.sum(), {"accuracy": (better > worse).float().sum()}
+
+
+def mix_for(target: str, rows: Sequence[Comparison], seed: int) -> list[Comparison]:
+    """Llama 2's data mix: the helpfulness RM on all helpfulness rows plus as many sampled
+    from the safety rows; the safety RM on all safety rows plus helpfulness rows to make a
+    90/10 mix."""
+    if target not in GUIDELINES:
+        raise ValueError(f"unknown target {target!r}: expected one of {GUIDELINES}")
+    own = [r for r in rows if r.guideline == target]
+    other = [r for r in rows if r.guideline != target]
+    wanted = len(own) if target == "helpfulness" else round(len(own) / 9)
+    return own + random.Random(seed).sample(other, min(wanted, len(other)))
+
+
+def train_reward_model(config: RewardConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Train one reward model; returns (and writes to metrics.json) its held-out metrics."""
+    if config.margin not in MARGINS:
+        raise ValueError(f"unknown margin scheme {config.margin!r}: expected {tuple(MARGINS)}")
+    train_rows, heldout_rows = split_heldout(read_comparisons(config.data))
+    mixed = mix_for(config.target, train_rows, config.seed)
+    run = Run(config, progress)
+    run.check_batch(config.batch_size)
+    policy, tokenizer = run.load_policy(config.policy)
+    model = ScalarModel.from_policy(policy)
+    del policy
+    run.make_trainable(model)
+    encoder = ChatEncoder(tokenizer, config.chat_template)
+    pairs, skipped = ranked_pairs(encoder, mixed, MARGINS[config.margin], config.max_seq_len)
+
+    total = config.epochs * (len(pairs) // config.batch_size)
+    optimizer = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = cosine_schedule(optimizer, total, warmup=max(5, math.ceil(0.03 * total)))
+    objective = RankingObjective(model)
+    wrapped = run.dist.wrap(objective, config.strategy)
+
+    def step(index: int) -> tuple[float, dict[str, float]]:
+        chosen = [pairs[i] for i in step_indices(len(pairs), config.batch_size, index, config.seed)]
+        return train_step(
+            run,
+            wrapped,
+            chosen,
+            collate=lambda part: pair_batch(part, encoder.pad_id, run.device),
+            micro_batch_size=config.micro_batch_size,
+            denominator=len(chosen),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            max_grad_norm=config.max_grad_norm,
+        )
+
+    model.train()
+    history = run.loop(
+        total=total, step=step, trained=objective, optimizers=[optimizer], schedulers=[scheduler]
+    )
+    if history.stopped:
+        return {"stopped": True, "history": history.steps}
+    model.eval()
+    metrics: dict[str, Any] = {
+        "target": config.target,
+        "train_rows": len(mixed),
+        "train_pairs": len(pairs),
+        "skipped_too_long": skipped,
+        "steps": total,
+        **count_parameters(model),
+    }
+    if heldout_rows:
+        metrics["heldout"] = evaluate_reward_model(
+            model, encoder, heldout_rows, config.target, config.eval_batch_size
+        )
+    run.save_model(model, tokenizer)
+    return run.finish({**metrics, "history": history.steps})
+
+
+def ranked_pairs(
+    encoder: ChatEncoder,
+    rows: Sequence[Comparison],
+    margins: dict[str, float],
+    max_len: int,
+) -> tuple[list[RankedPair], int]:
+    """Every ranked pair of the rows, tokenized; and how many were left out as too long."""
+    pairs, skipped = [], 0
+    for row in rows:
+        for better, worse, margin in row.ranked_pairs(margins):
+            pair = RankedPair(encoder.exchange(row, better), encoder.exchange(row, worse), margin)
+            if max(len(pair.better.ids), len(pair.worse.ids)) > max_len:
+                skipped += 1
+            else:
+                pairs.append(pair)
+    return pairs, skipped
+
+
+def pair_batch(pairs: Sequence[RankedPair], pad_id: int, device: torch.device) -> PairBatch:
+    sequences = [p.better for p in pairs] + [p.worse for p in pairs]
+    margins = torch.tensor([p.margin for p in pairs], device=device)
+    return PairBatch(TokenBatch.of(sequences, pad_id, device), margins)
+
+
+def evaluate_reward_model(
+    model: ScalarModel,
+    encoder: ChatEncoder,
+    rows: Sequence[Comparison],
+    target: str,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Held-out accuracy (chosen scored above rejected) overall and per strength on the rows of
+    the model's own guideline, per guideline and per batch on all rows; for the safety RM,
+    precision and recall of "unsafe" (sigmoid(score) < 0.15) over every held-out response."""
+    exchanges = [encoder.exchange(r, r.chosen) for r in rows]
+    exchanges += [encoder.exchange(r, r.rejected) for r in rows]
+    scores = score_exchanges(model, exchanges, pad_id=encoder.pad_id, batch_size=batch_size)
+    chosen, rejected = scores[: len(rows)], scores[len(rows) :]
+    correct = (chosen > rejected).tolist()
+    own = [(r, c) for r, c in zip(rows, correct, strict=True) if r.guideline == target]
+    metrics: dict[str, Any] = {
+        "pairs": len(own),
+        "accuracy": _mean([c for _, c in own]),
+        "accuracy_by_strength": _grouped([(r.strength, c) for r, c in own]),
+        "accuracy_by_guideline": _grouped(
+            [(r.guideline, c) for r, c in zip(rows, correct, strict=True)]
+        ),
+        "accuracy_by_batch": _grouped([(r.batch, c) for r, c in zip(rows, correct, strict=True)]),
+        "mean_score_chosen": chosen.mean().item(),
+        "mean_score_rejected": rejected.mean().item(),
+    }
+    if target == "safety":
+        # The chosen response is unsafe only when both are; the rejected one unless both are safe.
+        unsafe_truth = [r.safety == "both_unsafe" for r in rows]
+        unsafe_truth += [r.safety != "both_safe" for r in rows]
+        predicted = (torch.sigmoid(scores) < UNSAFE_THRESHOLD).tolist()
+        metrics["unsafe_at_threshold"] = _precision_recall(predicted, unsafe_truth)
+    return metrics
+
+
+def _mean(values: Sequence[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _grouped(items: Sequence[tuple[str, bool]]) -> dict[str, dict[str, float | None]]:
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for key, value in items:
+        groups[key].append(value)
+    return {key: {"accuracy": _mean(v), "pairs": len(v)} for key, v in sorted(groups.items())}
+
+
+def _precision_recall(predicted: Sequence[bool], truth: Sequence[bool]) -> dict[str, Any]:
+    hits = sum(p and t for p, t in zip(predicted, truth, strict=True))
+    flagged, unsafe = sum(predicted), sum(truth)
+    return {
+        "threshold": UNSAFE_THRESHOLD,
+        "precision": hits / flagged if flagged else None,
+        "recall": hits / unsafe if unsafe else None,
+        "flagged": flagged,
+        "unsafe": unsafe,
+    }

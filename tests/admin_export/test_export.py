@@ -174,3 +174,29 @@ def test_the_command_refuses_an_unknown_batch_and_keeps_the_old_file(labelled, t
     with pytest.raises(CommandError, match=r"unknown batch: 2026-w99 \(recent batches: 2026-w48\)"):
         call_command("export_labels", str(out), "--batch", "2026-w99")
     assert out.read_text() == "an older export\n"
+
+
+def test_the_trainer_reads_every_exported_row(labelled, tmp_path):
+    """The export and rlhf.train read the same format: every row parses, field for field."""
+    from rlhf.train.data import read_comparisons
+
+    path = tmp_path / "train.jsonl"
+    call_command("export_labels", str(path), "--batch", labelled.batch.name)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    parsed = read_comparisons(path)
+    assert len(parsed) == len(rows) == Label.objects.count()
+    for row, comparison in zip(rows, parsed, strict=True):
+        assert (comparison.prompt, comparison.chosen, comparison.rejected) == (
+            row["prompt"],
+            row["chosen"],
+            row["rejected"],
+        )
+        assert (comparison.strength, comparison.safety, comparison.heldout) == (
+            row["strength"],
+            row["safety"],
+            row["heldout"],
+        )
+        assert comparison.edited == row["edited"]
+        assert [(m.role, m.content) for m in comparison.context] == [
+            (m["role"], m["content"]) for m in row["context"]
+        ]

@@ -31,15 +31,15 @@ comparisons labelled by more than one annotator (the batch has an overlap of one
 unexpected status or exception (kinds in `error_kinds`).
 
     python benchmarks/annotate_load.py                        # 50 annotators, 30 s
-    python benchmarks/annotate_load.py --concurrency 100 --workers 3 --threads 8
+    python benchmarks/annotate_load.py --concurrency 100 --workers 4 --threads 8
 
-The default server is gunicorn's gthread worker, 2 processes x 8 threads on this 2-core machine:
-one process per core (the GIL runs one thread of a process at a time), threads to cover the
-waits on PostgreSQL, and idle keep-alive connections held by the poller rather than a thread.
-Measured alternatives at 50 annotators (same machine, heavily loaded by other work, so only the
-order is meaningful): gthread 2x8 p50 0.29-0.33 s, ~54 requests/s; gthread 1x16 p50 0.44 s;
-gthread 4x4 p50 0.49 s (more processes than cores fight over them); sync x4 p50 1.1 s, 29
-requests/s (a sync worker closes every connection and 50 clients queue behind 4 workers).
+The default server is gunicorn's gthread worker, 4 processes x 4 threads on this 2-core machine:
+threads cover the waits on PostgreSQL and idle keep-alive connections are held by the poller
+rather than a thread, while more processes than cores shorten the queue each request waits in
+for its process's GIL. Measured on a quiet machine at 50 annotators (30 s runs; p99 of label
+submissions): gthread 4x4 62-211 ms over 9 runs, 2x8 118-277 ms, 3x4 177 ms, 6x2 226 ms, 8x2
+164 ms. Under heavy load from other work the order was different (2x8 first), so the figures
+move with the machine.
 
 The last line of stdout is one JSON object; progress goes to stderr. Latencies are measured by
 the client on the same machine (2 cores here), so client, server and PostgreSQL share the CPUs:
@@ -101,8 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.05,
         help="share of submissions sent twice at once, as a double click",
     )
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=8, help="threads per gthread worker")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
     parser.add_argument(
         "--worker-class", default="gthread", help="gunicorn worker class (gthread, sync)"
     )

@@ -37,7 +37,7 @@ The default server is gunicorn's gthread worker, 4 processes x 4 threads on this
 threads cover the waits on PostgreSQL and idle keep-alive connections are held by the poller
 rather than a thread, while more processes than cores shorten the queue each request waits in
 for its process's GIL. Measured on a quiet machine at 50 annotators (30 s runs; p99 of label
-submissions): gthread 4x4 62-211 ms over 9 runs, 2x8 118-277 ms, 3x4 177 ms, 6x2 226 ms, 8x2
+submissions): gthread 4x4 62-212 ms over 7 runs, 2x8 118-277 ms, 3x4 177 ms, 6x2 226 ms, 8x2
 164 ms. Under heavy load from other work the order was different (2x8 first), so the figures
 move with the machine.
 

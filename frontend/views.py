@@ -65,6 +65,7 @@ def _home_page(request: HttpRequest, form: NewDialogueForm | None = None) -> Htt
             "progress": progress,
             "no_batch": no_batch,
             "form": form or NewDialogueForm(),
+            "keys": {**STRENGTH_KEYS, **SAFETY_KEYS},
         },
         status=400 if form is not None else 200,
     )

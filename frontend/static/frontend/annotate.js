@@ -145,11 +145,22 @@ function comparisonScreen(root) {
     });
   }
 
+  // The keys of a group of choice buttons, as the page (hence the server) defines them.
+  function keysOf(field) {
+    return choiceButtons
+      .filter((button) => button.dataset.field === field)
+      .map((button) => button.dataset.key.toUpperCase());
+  }
+
   function missing() {
     const needed = [];
-    if (!state.chosen) needed.push("which response is better (1 or 2)");
-    if (!state.strength) needed.push("how much better (A, S, D or F)");
-    if (!state.safety) needed.push("the safety label (Z, X or C)");
+    const hint = (field) => {
+      const keys = keysOf(field);
+      return `${keys.slice(0, -1).join(", ")} or ${keys.at(-1)}`;
+    };
+    if (!state.chosen) needed.push(`which response is better (${hint("chosen")})`);
+    if (!state.strength) needed.push(`how much better (${hint("strength")})`);
+    if (!state.safety) needed.push(`the safety label (${hint("safety")})`);
     return needed;
   }
 

@@ -61,14 +61,14 @@ def resolve_batches(batches: BatchSelection) -> list[Batch] | None:
     return [found[b] if isinstance(b, str) else b for b in given]
 
 
-def _labels(batches: BatchSelection, include_heldout: bool) -> QuerySet[Label]:
-    labels = Label.objects.all()
+def _selected(records: QuerySet, batches: BatchSelection, include_heldout: bool) -> QuerySet:
+    """Labels or skips (anything with a `comparison`) of the given batches."""
     selected = resolve_batches(batches)
     if selected is not None:
-        labels = labels.filter(comparison__batch__in=[b.pk for b in selected])
+        records = records.filter(comparison__batch__in=[b.pk for b in selected])
     if not include_heldout:
-        labels = labels.filter(comparison__heldout=False)
-    return labels
+        records = records.filter(comparison__heldout=False)
+    return records
 
 
 # What a label record reads, joined in one query: {key in the row: lookup}. (Tandem uses
@@ -176,7 +176,7 @@ def training_records(
     every batch), in the order they were stored. Held-out rows carry "heldout": true; leave them
     out with include_heldout=False. An unknown batch name raises UnknownBatch here, before the
     first row."""
-    return _training_rows(_labels(batches, include_heldout))
+    return _training_rows(_selected(Label.objects.all(), batches, include_heldout))
 
 
 def _training_rows(labels: QuerySet[Label]) -> Iterator[dict[str, Any]]:
@@ -211,7 +211,7 @@ def raw_label_records(
     parameters, token counts and generation times, the time spent and the rationale. Sides are
     the stored ones ("a" = the batch's model_a); "chosen_position" is what the annotator
     clicked."""
-    return _raw_label_rows(_labels(batches, include_heldout))
+    return _raw_label_rows(_selected(Label.objects.all(), batches, include_heldout))
 
 
 def _raw_label_rows(labels: QuerySet[Label]) -> Iterator[dict[str, Any]]:
@@ -256,17 +256,7 @@ def skip_records(
     batches: BatchSelection = None, *, include_heldout: bool = True
 ) -> Iterator[dict[str, Any]]:
     """The skips (an annotator gave an item back, with a reason), one record each."""
-    return _skip_rows(_skips(batches, include_heldout))
-
-
-def _skips(batches: BatchSelection, include_heldout: bool) -> QuerySet[Skip]:
-    skips = Skip.objects.all()
-    selected = resolve_batches(batches)
-    if selected is not None:
-        skips = skips.filter(comparison__batch__in=[b.pk for b in selected])
-    if not include_heldout:
-        skips = skips.filter(comparison__heldout=False)
-    return skips
+    return _skip_rows(_selected(Skip.objects.all(), batches, include_heldout))
 
 
 SKIP_VALUES = {

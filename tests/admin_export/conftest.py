@@ -157,3 +157,24 @@ def labelled(week, make_user):
         comparisons=(c1, c2, c3, c4),
         labels=labels,
     )
+
+
+@pytest.fixture
+def add_labels(make_user):
+    """Adds `count` labels of `comparison` by new annotators (more rows, same shape of query)."""
+    from annotation.models import Label
+
+    def add(comparison, count: int) -> None:
+        Label.objects.bulk_create(
+            Label(
+                comparison=comparison,
+                annotator=make_user(f"extra{i}"),
+                chosen="a",
+                strength="better",
+                safety="both_safe",
+                time_spent_ms=1000,
+            )
+            for i in range(count)
+        )
+
+    return add

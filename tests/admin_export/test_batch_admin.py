@@ -8,7 +8,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from annotation.models import Batch, Label
+from annotation.models import Batch
 
 
 @pytest.fixture
@@ -54,20 +54,9 @@ def test_the_batch_page_shows_the_statistics_and_charts(
 
 
 def test_the_page_costs_the_same_with_more_labels(
-    labelled, staff_client, make_user, django_assert_max_num_queries
+    labelled, staff_client, add_labels, django_assert_max_num_queries
 ):
-    c3 = labelled.comparisons[2]
-    Label.objects.bulk_create(
-        Label(
-            comparison=c3,
-            annotator=make_user(f"extra{i}"),
-            chosen="a",
-            strength="better",
-            safety="both_safe",
-            time_spent_ms=1000,
-        )
-        for i in range(20)
-    )
+    add_labels(labelled.comparisons[2], 20)
     url = reverse("admin:annotation_batch_change", args=[labelled.batch.pk])
     with django_assert_max_num_queries(20):
         response = staff_client.get(url)

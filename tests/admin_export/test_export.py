@@ -118,20 +118,9 @@ def test_raw_records_carry_positions_responses_and_skips(labelled):
 
 
 def test_the_export_reads_chunks_with_three_queries_each(
-    labelled, make_user, monkeypatch, django_assert_max_num_queries
+    labelled, add_labels, monkeypatch, django_assert_max_num_queries
 ):
-    c3 = labelled.comparisons[2]
-    Label.objects.bulk_create(
-        Label(
-            comparison=c3,
-            annotator=make_user(f"extra{i}"),
-            chosen="a",
-            strength="better",
-            safety="both_safe",
-            time_spent_ms=1000,
-        )
-        for i in range(30)
-    )
+    add_labels(labelled.comparisons[2], 30)
     # One chunk: the labels (joined with comparison, turn, dialogue, batch and annotator), their
     # responses, and their dialogues' earlier turns.
     with django_assert_max_num_queries(3):

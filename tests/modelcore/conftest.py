@@ -4,20 +4,17 @@ session-scoped."""
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tokenizers
-from tokenizers import AddedToken, decoders, models, normalizers
 
 from modelcore.assets import smollm2_gguf_path
-from modelcore.chat import ChatTemplate
 from modelcore.checkpoint import save_checkpoint
 from modelcore.gguf_import import import_gguf
 from modelcore.model import LlamaLM
 from modelcore.tokenizer import Tokenizer
+from tests.llama_tokenizer import llama_style_tokenizer as build_llama_style_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -43,36 +40,7 @@ def llama_style_tokenizer() -> Tokenizer:
     """Shaped like Llama 2's tokenizer.json: a space becomes "▁", one is prepended to the text,
     and decoding strips one leading space. Tokenizing a piece of a text alone therefore differs
     from tokenizing it in place, which chat masking and stream decoding must cope with."""
-    pieces = [
-        "<unk>",
-        "<s>",
-        "</s>",
-        "▁",
-        *(string.ascii_letters + string.digits + string.punctuation),
-    ]
-    vocab = {piece: index for index, piece in enumerate(pieces)}
-    merges = [("▁", "H"), ("e", "l"), ("el", "l"), ("ell", "o")]
-    for left, right in merges:
-        vocab[left + right] = len(vocab)
-    backend = tokenizers.Tokenizer(
-        models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True)
-    )
-    backend.normalizer = normalizers.Sequence(
-        [normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")]
-    )
-    backend.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
-    backend.add_special_tokens(
-        [AddedToken(token, special=True, normalized=False) for token in ("<unk>", "<s>", "</s>")]
-    )
-    return Tokenizer(
-        backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        chat_template=ChatTemplate.llama2().source,
-    )
+    return build_llama_style_tokenizer([("▁", "H"), ("e", "l"), ("el", "l"), ("ell", "o")])
 
 
 @pytest.fixture(scope="session")

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import random
-import string
 from pathlib import Path
 from typing import Any
 
-import tokenizers
 import torch
-from tokenizers import AddedToken, decoders, models, normalizers
 
-from modelcore.chat import ChatTemplate
 from modelcore.config import ModelConfig
 from modelcore.model import LlamaLM
 from modelcore.tokenizer import Tokenizer
+from tests.llama_tokenizer import llama_style_tokenizer
 
 STRENGTHS = ("significantly_better", "better", "slightly_better", "negligibly_better")
 
@@ -66,33 +63,7 @@ CAPITALS = {
 
 def tiny_tokenizer() -> Tokenizer:
     """Characters as tokens, sentencepiece-style spaces, Llama 2's chat format."""
-    pieces = [
-        "<unk>",
-        "<s>",
-        "</s>",
-        "▁",
-        *(string.ascii_letters + string.digits + string.punctuation),
-    ]
-    vocab = {piece: index for index, piece in enumerate(pieces)}
-    backend = tokenizers.Tokenizer(
-        models.BPE(vocab=vocab, merges=[], unk_token="<unk>", fuse_unk=True)
-    )
-    backend.normalizer = normalizers.Sequence(
-        [normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")]
-    )
-    backend.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
-    backend.add_special_tokens(
-        [AddedToken(token, special=True, normalized=False) for token in ("<unk>", "<s>", "</s>")]
-    )
-    return Tokenizer(
-        backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        chat_template=ChatTemplate.llama2().source,
-    )
+    return llama_style_tokenizer()
 
 
 def tiny_policy(vocab_size: int, seed: int = 0) -> LlamaLM:

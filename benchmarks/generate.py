@@ -8,6 +8,9 @@ sampling mode (`modelcore.cpu_sampling`) is timed against the same transformers 
     python benchmarks/generate.py                      # CPU, float32, batch 1 and 8
     python benchmarks/generate.py --device cuda --dtype bfloat16 --compile
 
+With `--compile` our decoding step is compiled (`modelcore.compiled_decode`, CUDA graphs on a
+GPU) and our eager model is timed beside it (`eager_*` keys).
+
 The last line of stdout is one JSON object; progress goes to stderr.
 """
 
@@ -35,9 +38,9 @@ from _common import (
 
 from modelcore.assets import smollm2_gguf_path
 from modelcore.chat import ChatTemplate, Message, encode_dialogue
+from modelcore.compiled_decode import CompiledDecoding
 from modelcore.cpu_sampling import prepare_for_cpu_sampling
 from modelcore.gguf_import import import_gguf
-from modelcore.model import LlamaLM
 from modelcore.sampling import SamplingParams, generate
 
 # Real questions of different lengths, so a batch has real left padding.
@@ -55,23 +58,6 @@ QUESTIONS = (
 )
 
 WARMUP_TOKENS = 8
-
-
-class CompiledDecode:
-    """Our model with its one-token decode step compiled (as gpt-fast does).
-
-    The prefill runs once per call at a prompt-dependent length, so it stays eager rather than
-    recompiling for every new length; `generate` only needs `config`, `decoder` and the call.
-    """
-
-    def __init__(self, model: LlamaLM) -> None:
-        self.model = model
-        self.config = model.config
-        self.decoder = model.decoder
-        self._step = torch.compile(model)
-
-    def __call__(self, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return (self._step if tokens.shape[1] == 1 else self.model)(tokens, **kwargs)
 
 
 def left_padded(
@@ -145,7 +131,7 @@ def main() -> None:
         int8 = prepare_for_cpu_sampling(copy.deepcopy(ours).float(), int8=True)
     runner: Any = ours
     if args.compile:
-        runner = CompiledDecode(ours)
+        runner = CompiledDecoding(ours)
     elif device.type == "cpu" and dtype == torch.float32:
         # Our CPU serving path: the weights packed once for oneDNN (modelcore.cpu_sampling).
         runner = prepare_for_cpu_sampling(copy.deepcopy(ours))
@@ -191,6 +177,8 @@ def main() -> None:
     for batch_size in args.batch_sizes:
         batch = prompts[:batch_size]
         contenders = {"ours": partial(ours_run, runner), "hf": hf_run}
+        if args.compile:
+            contenders["ours_eager"] = partial(ours_run, ours)
         if int8 is not None and batch_size in args.int8_batch_sizes:
             contenders["int8"] = partial(ours_run, int8)
         # A short warm-up is enough to fault in the weights and buffers; a compiled decode step
@@ -220,7 +208,11 @@ def main() -> None:
             "greedy_tokens_compared": batch_size * n,
         }
         if args.compile:
-            entry["compile_s"] = round(warmup["ours"] - min(seconds["ours"]), 1)
+            entry |= {
+                "compile_s": round(warmup["ours"] - min(seconds["ours"]), 1),
+                "eager_ours_tok_s": round(rates["ours_eager"]["best"], 1),
+                "eager_ratio": round(rates["ours_eager"]["best"] / rates["hf"]["best"], 2),
+            }
         if "int8" in rates:
             entry |= {
                 "int8_tok_s": round(rates["int8"]["best"], 1),

@@ -7,6 +7,8 @@ SmolLM2-135M shape, the same random weights (ours, copied into transformers thro
 
     python benchmarks/train_step.py                                  # CPU, float32
     python benchmarks/train_step.py --device cuda --dtype bfloat16 --compile
+    python benchmarks/train_step.py --device cuda --dtype bfloat16 --compile \
+        --model llama2-7b --override n_layers=4 --batch 8 --seq-len 2048
 
 `--compile` adds a third contender, a copy of our model with each decoder block compiled, and
 reports the compile time and after how many steps it pays for itself. The last line of stdout
@@ -80,6 +82,23 @@ def step_fn(
     return step
 
 
+def parse_overrides(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, Any]:
+    """`["n_layers=8", "rope_base=5e5"]` as config fields with numbers parsed."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        field, sep, value = pair.partition("=")
+        if not sep:
+            parser.error(f"--override takes FIELD=VALUE, got {pair!r}")
+        try:
+            overrides[field] = int(value)
+        except ValueError:
+            try:
+                overrides[field] = float(value)
+            except ValueError:
+                parser.error(f"--override {field}: {value!r} is not a number")
+    return overrides
+
+
 def peak_flops(args: argparse.Namespace, device: torch.device) -> float | None:
     if args.peak_flops:
         return args.peak_flops
@@ -93,6 +112,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
     parser.add_argument("--model", default="smollm2-135m", help="a ModelConfig preset")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change one field of the preset, e.g. n_layers=8 (repeatable)",
+    )
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument(
@@ -107,7 +133,7 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
 
     torch.manual_seed(0)
-    config = ModelConfig.from_name(args.model)
+    config = ModelConfig.from_name(args.model, **parse_overrides(parser, args.override))
     ours = LlamaLM(config).to(device, dtype)
     hf = hf_copy(ours, dtype)
     batch = torch.randint(config.vocab_size, (args.batch, args.seq_len + 1), device=device)
@@ -145,6 +171,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "benchmark": "train_step",
         "model": args.model,
+        "overrides": args.override,
         "dtype": args.dtype,
         "batch": args.batch,
         "seq_len": args.seq_len,

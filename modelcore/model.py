@@ -168,6 +168,11 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.register_buffer("rope", rope_tables(config), persistent=False)
         self.caches: list[KVCache] | None = None
+        # With keep_caches, `clear_caches` keeps the allocation for the next call of the same
+        # shape: a compiled (CUDA-graph) decoding step is recorded against these very buffers.
+        # Stale keys and values are harmless, as sampling masks every slot it has not written.
+        self.keep_caches = False
+        self._kept: list[KVCache] | None = None
 
     def setup_caches(self, batch: int, max_len: int) -> None:
         """Allocate a KV cache for `batch` sequences of up to `max_len` tokens."""
@@ -176,6 +181,15 @@ class Decoder(nn.Module):
                 f"{max_len} tokens exceed the model's context of {self.config.max_seq_len}"
             )
         weight = self.embed.weight
+        kept = self._kept[0].k if self._kept else None
+        shape = (batch, self.config.n_kv_heads, max_len, self.config.head_dim)
+        if kept is not None and (kept.shape, kept.dtype, kept.device) == (
+            shape,
+            weight.dtype,
+            weight.device,
+        ):
+            self.caches = self._kept
+            return
         self.caches = [
             KVCache(
                 batch,
@@ -189,6 +203,7 @@ class Decoder(nn.Module):
         ]
 
     def clear_caches(self) -> None:
+        self._kept = self.caches if self.keep_caches else None
         self.caches = None
 
     def forward(
@@ -282,10 +297,12 @@ class ScalarModel(nn.Module):
 
     @classmethod
     def from_policy(cls, policy: LlamaLM) -> ScalarModel:
-        """A reward or value model that starts from a policy's decoder and a zero head."""
+        """A reward or value model that starts from a policy's decoder and a zero head, on the
+        policy's device and in its dtype."""
         model = cls(policy.config)
         model.decoder.load_state_dict(policy.decoder.state_dict())
-        model.to(next(policy.parameters()).dtype)
+        weight = next(policy.parameters())
+        model.to(weight.device, weight.dtype)
         nn.init.zeros_(model.score.weight)
         return model
 

@@ -39,8 +39,23 @@ def int8_kernel() -> ModuleType:
         name="tandem_int8_linear",
         cpp_sources=[_KERNEL_SOURCE.read_text()],
         functions=["int8_linear"],
-        extra_cflags=["-O3", "-mavx2", "-mfma"],
+        # at::parallel_for is an OpenMP loop in a header: without -fopenmp it runs on one thread.
+        extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
     )
+
+
+@torch.library.custom_op("tandem::int8_linear", mutates_args=())
+def int8_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [M, K] float32 @ (weight [N, K] int8 * scale [N]).T, as a PyTorch operator, so that
+    `torch.compile` traces through a model that uses it (a plain extension call would break
+    the graph at every layer)."""
+    return int8_kernel().int8_linear(x, weight, scale)
+
+
+@int8_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(x.shape[0], weight.shape[0])
 
 
 class Int8Linear(nn.Module):
@@ -54,11 +69,11 @@ class Int8Linear(nn.Module):
         scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12)
         self.register_buffer("weight", (weight / scale[:, None]).round().to(torch.int8))
         self.register_buffer("scale", scale)
-        self._kernel = int8_kernel()
+        int8_kernel()  # compile (or load) the kernel now rather than at the first token
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1]).float()
-        out = self._kernel.int8_linear(flat, self.weight, self.scale)
+        out = int8_linear(flat, self.weight, self.scale)
         return out.reshape(*x.shape[:-1], -1).to(x.dtype)
 
     def extra_repr(self) -> str:

@@ -2,15 +2,12 @@
 //
 // Decoding is bound by reading the weights, so they stay int8 in memory (a quarter of float32)
 // and are widened to float32 in registers; activations stay float32, so unlike int8 activation
-// quantization there is no error from outlier channels. Weight rows are split across threads;
-// each 16-weight chunk is widened once and multiplied with up to four rows of x.
+// quantization there is no error from outlier channels. Weight rows are split across threads.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
 namespace {
-
-constexpr int64_t kRowsOfX = 4;
 
 float horizontal_sum(__m256 v) {
   __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -19,25 +16,45 @@ float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(sum);
 }
 
-// out[j * out_stride] = dot(x[j], w) for j < rows (rows <= kRowsOfX).
-void dot_rows(const float* x, int64_t rows, const int8_t* w, int64_t k, float scale, float* out,
+// out[j * out_stride] = scale * dot(x[j], w) for the R rows of x at x + j * k.
+//
+// R and A are compile-time constants so that the accumulators stay in registers (a run-time
+// index would put them on the stack, and every FMA would wait on a store and a load). Each row
+// of x has A independent accumulators of 8 lanes, so A * R FMA chains run at once and hide the
+// FMA latency; a one-row call (batch-1 decoding) needs A = 4 to keep both FMA ports busy.
+template <int R, int A>
+void dot_rows(const float* x, const int8_t* w, int64_t k, float scale, float* out,
               int64_t out_stride) {
-  __m256 acc[kRowsOfX][2];
-  for (int64_t j = 0; j < kRowsOfX; ++j) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+  __m256 acc[R][A];
+  for (int j = 0; j < R; ++j)
+    for (int a = 0; a < A; ++a) acc[j][a] = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    __m128i w16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i));
-    __m256 w_lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(w16));
-    __m256 w_hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(w16, 8)));
-    for (int64_t j = 0; j < rows; ++j) {
-      acc[j][0] = _mm256_fmadd_ps(w_lo, _mm256_loadu_ps(x + j * k + i), acc[j][0]);
-      acc[j][1] = _mm256_fmadd_ps(w_hi, _mm256_loadu_ps(x + j * k + i + 8), acc[j][1]);
+  for (; i + 8 * A <= k; i += 8 * A) {
+    for (int a = 0; a < A; ++a) {
+      // 8 weights loaded as 8 bytes and widened straight to int32, then to float.
+      __m128i w8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + i + 8 * a));
+      __m256 wf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(w8));
+      for (int j = 0; j < R; ++j)
+        acc[j][a] = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + j * k + i + 8 * a), acc[j][a]);
     }
   }
-  for (int64_t j = 0; j < rows; ++j) {
-    float total = horizontal_sum(_mm256_add_ps(acc[j][0], acc[j][1]));
+  for (int j = 0; j < R; ++j) {
+    __m256 sum = acc[j][0];
+    for (int a = 1; a < A; ++a) sum = _mm256_add_ps(sum, acc[j][a]);
+    float total = horizontal_sum(sum);
     for (int64_t t = i; t < k; ++t) total += x[j * k + t] * static_cast<float>(w[t]);
     out[j * out_stride] = total * scale;
+  }
+}
+
+// Up to four rows of x against one weight row, each weight widened once for all of them.
+void dot_up_to_4_rows(const float* x, int64_t rows, const int8_t* w, int64_t k, float scale,
+                      float* out, int64_t out_stride) {
+  switch (rows) {
+    case 1: return dot_rows<1, 4>(x, w, k, scale, out, out_stride);
+    case 2: return dot_rows<2, 2>(x, w, k, scale, out, out_stride);
+    case 3: return dot_rows<3, 2>(x, w, k, scale, out, out_stride);
+    default: return dot_rows<4, 2>(x, w, k, scale, out, out_stride);
   }
 }
 
@@ -60,9 +77,9 @@ torch::Tensor int8_linear(torch::Tensor x, torch::Tensor weight, torch::Tensor s
   float* op = out.data_ptr<float>();
   at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      for (int64_t first = 0; first < m; first += kRowsOfX) {
-        dot_rows(xp + first * k, std::min(kRowsOfX, m - first), wp + row * k, k, sp[row],
-                 op + first * n + row, n);
+      for (int64_t first = 0; first < m; first += 4) {
+        dot_up_to_4_rows(xp + first * k, std::min<int64_t>(4, m - first), wp + row * k, k,
+                         sp[row], op + first * n + row, n);
       }
     }
   });

@@ -41,7 +41,8 @@ adapters instead of the weights.
 
 Command line: `python -m rlhf.train {sft,reward,rejection,ppo,dpo,eval} --help`; the options
 are the config fields. Data parallel: `torchrun --nproc-per-node N -m rlhf.train ...` (DDP on
-CPU with gloo or on GPUs with NCCL; `--strategy fsdp` shards per decoder block on GPUs). The
+CPU with gloo or on GPUs with NCCL; `--strategy fsdp` shards per decoder block, for every stage
+but PPO, which samples between steps). The
 Python functions work under torchrun the same way.
 """
 

@@ -1,4 +1,4 @@
-"""Data parallelism under torchrun: DDP everywhere, FSDP (per-block sharding) on GPUs.
+"""Data parallelism under torchrun: DDP, or FSDP (per-block sharding), on CPUs (gloo) and GPUs.
 
 Each optimizer step takes one global batch; rank r trains on its items r, r + W, r + 2W, ... in
 micro-batches. A micro-batch's loss is its *sum* divided by the count (pairs or tokens) of the
@@ -73,6 +73,24 @@ class Distributed:
                 yield
             finally:
                 module.set_requires_gradient_sync(True)
+
+    @contextlib.contextmanager
+    def full_weights(self, wrapped: nn.Module) -> Iterator[None]:
+        """Under FSDP, every weight gathered in full on every rank and kept so, for work outside
+        the wrapped forward once training is over: evaluation, which may then run differently
+        on each rank (no collective runs inside), and saving. Nothing to do otherwise."""
+        from torch.distributed.fsdp import FSDPModule
+
+        sharded = [m for m in wrapped.modules() if isinstance(m, FSDPModule)]
+        for module in sharded:
+            module.set_reshard_after_forward(False, recurse=False)
+            module.unshard()
+        try:
+            yield
+        finally:
+            for module in sharded:
+                module.reshard()
+                module.set_reshard_after_forward(True, recurse=False)
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """`values` summed over the ranks (a new tensor)."""

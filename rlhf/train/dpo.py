@@ -114,10 +114,11 @@ def run_dpo(config: DPOConfig, progress: Progress | None = None) -> dict[str, An
     )
 
     total = config.epochs * (len(kept) // config.batch_size)
+    objective = DPOObjective(model, config.beta, config.nll_weight)
+    # FSDP replaces the parameters with sharded ones: the optimizer must see those.
+    wrapped = run.dist.wrap(objective, config.strategy)
     optimizer = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = cosine_schedule(optimizer, total, warmup=config.warmup_steps)
-    objective = DPOObjective(model, config.beta, config.nll_weight)
-    wrapped = run.dist.wrap(objective, config.strategy)
 
     def step(index: int) -> tuple[float, dict[str, float]]:
         indices = step_indices(len(kept), config.batch_size, index, config.seed)
@@ -145,25 +146,26 @@ def run_dpo(config: DPOConfig, progress: Progress | None = None) -> dict[str, An
     )
     if history.stopped:
         return {"stopped": True, "history": history.steps}
-    model.eval()
-    metrics: dict[str, Any] = {
-        "train_pairs": len(kept),
-        "skipped_too_long": len(pairs) - len(kept),
-        "steps": total,
-        **count_parameters(model),
-    }
-    if heldout:
-        before, after = reference["heldout"], logprobs_of(heldout)
-        metrics["heldout"] = {
-            "pairs": len(heldout),
-            "logprob_margin_before": (before[:, 0] - before[:, 1]).mean().item(),
-            "logprob_margin_after": (after[:, 0] - after[:, 1]).mean().item(),
-            # The implicit reward β·log(π/π_ref) of chosen above that of rejected.
-            "reward_accuracy": ((after - before)[:, 0] > (after - before)[:, 1])
-            .float()
-            .mean()
-            .item(),
+    with run.dist.full_weights(wrapped):
+        model.eval()
+        metrics: dict[str, Any] = {
+            "train_pairs": len(kept),
+            "skipped_too_long": len(pairs) - len(kept),
+            "steps": total,
+            **count_parameters(model),
         }
+        if heldout:
+            before, after = reference["heldout"], logprobs_of(heldout)
+            metrics["heldout"] = {
+                "pairs": len(heldout),
+                "logprob_margin_before": (before[:, 0] - before[:, 1]).mean().item(),
+                "logprob_margin_after": (after[:, 0] - after[:, 1]).mean().item(),
+                # The implicit reward β·log(π/π_ref) of chosen above that of rejected.
+                "reward_accuracy": ((after - before)[:, 0] > (after - before)[:, 1])
+                .float()
+                .mean()
+                .item(),
+            }
     run.save_model(model, tokenizer)
     return run.finish({**metrics, "history": history.steps})
 

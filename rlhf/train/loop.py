@@ -36,7 +36,7 @@ from modelcore.checkpoint import load_checkpoint, save_checkpoint
 from modelcore.model import LlamaLM, ScalarModel
 from modelcore.tokenizer import Tokenizer
 from rlhf.train.distributed import Distributed, setup
-from rlhf.train.trainable import plain_copy, select_trainable
+from rlhf.train.trainable import full_state_dict, plain_copy, select_trainable
 
 T = TypeVar("T")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -82,7 +82,7 @@ class TrainConfig(RunConfig):
         default=0, metadata=doc("cheap mode: LoRA adapters of this rank instead; 0: off")
     )
     lora_alpha: float = field(default=16.0, metadata=doc("LoRA scale numerator"))
-    strategy: str = field(default="ddp", metadata=doc("under torchrun: ddp, or fsdp on GPUs"))
+    strategy: str = field(default="ddp", metadata=doc("under torchrun: ddp, or fsdp (not for ppo)"))
 
 
 @dataclass
@@ -198,9 +198,11 @@ class Run:
         return value
 
     def save_model(self, model: LlamaLM | ScalarModel, tokenizer: Tokenizer) -> None:
-        """Write `model` (adapters merged) to model/, atomically."""
+        """Write `model` (adapters merged) to model/, atomically. Every rank calls it: under
+        FSDP the weights are gathered from all of them."""
+        state = full_state_dict(model)
         if self.dist.is_main:
-            save_checkpoint(plain_copy(model), tokenizer, self.model_dir, overwrite=True)
+            save_checkpoint(plain_copy(model, state), tokenizer, self.model_dir, overwrite=True)
         self.dist.barrier()
 
     def finish(self, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -30,9 +30,6 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
 
-    def merged_weight(self) -> torch.Tensor:
-        return self.base.weight + (self.lora_b @ self.lora_a) * self.scale
-
 
 def add_lora(block: nn.Module, rank: int, alpha: float) -> None:
     """Replace the target linear layers of one decoder block by LoRA layers, in place."""
@@ -42,18 +39,18 @@ def add_lora(block: nn.Module, rank: int, alpha: float) -> None:
                 setattr(parent, name, LoRALinear(child, rank, alpha))
 
 
-def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """`model`'s state dict with every LoRA layer merged, under the plain layer's names."""
+def merged_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state`, the full state dict of `model`, with every LoRA layer merged into its weight,
+    under the plain layer's names."""
+    scales = {name: m.scale for name, m in model.named_modules() if isinstance(m, LoRALinear)}
     merged = {}
-    lora_prefixes = {
-        name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)
-    }
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
         prefix, _, leaf = name.rpartition(".")
         owner = prefix.removesuffix(".base")
-        if owner in lora_prefixes:
+        if owner in scales:
             if leaf == "weight" and prefix.endswith(".base"):
-                merged[f"{owner}.weight"] = lora_prefixes[owner].merged_weight().detach()
+                update = state[f"{owner}.lora_b"] @ state[f"{owner}.lora_a"]
+                merged[f"{owner}.weight"] = tensor + update * scales[owner]
             continue  # lora_a, lora_b
         merged[name] = tensor
     return merged

@@ -158,6 +158,10 @@ def run_ppo(config: PPOConfig, progress: Progress | None = None) -> dict[str, An
     heldout_prompts = [p for p in rows if p.heldout]
     if not train_prompts:
         raise ValueError(f"{config.data}: no training (non-held-out) prompts")
+    if config.strategy == "fsdp":
+        # Every step samples from the policy outside the wrapped forward, and ranks sample for
+        # different numbers of steps, so per-block weight gathering would never line up.
+        raise ValueError("PPO trains with --strategy ddp: it samples between steps")
     run = Run(config, progress)
     run.check_batch(config.batch_size)
     run.check_batch(config.minibatch_size, "minibatch_size")

@@ -106,10 +106,11 @@ def train_reward_model(config: RewardConfig, progress: Progress | None = None) -
     pairs, skipped = ranked_pairs(encoder, mixed, MARGINS[config.margin], config.max_seq_len)
 
     total = config.epochs * (len(pairs) // config.batch_size)
+    objective = RankingObjective(model)
+    # FSDP replaces the parameters with sharded ones: the optimizer must see those.
+    wrapped = run.dist.wrap(objective, config.strategy)
     optimizer = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = cosine_schedule(optimizer, total, warmup=max(5, math.ceil(0.03 * total)))
-    objective = RankingObjective(model)
-    wrapped = run.dist.wrap(objective, config.strategy)
 
     def step(index: int) -> tuple[float, dict[str, float]]:
         chosen = [pairs[i] for i in step_indices(len(pairs), config.batch_size, index, config.seed)]
@@ -131,19 +132,20 @@ def train_reward_model(config: RewardConfig, progress: Progress | None = None) -
     )
     if history.stopped:
         return {"stopped": True, "history": history.steps}
-    model.eval()
-    metrics: dict[str, Any] = {
-        "target": config.target,
-        "train_rows": len(mixed),
-        "train_pairs": len(pairs),
-        "skipped_too_long": skipped,
-        "steps": total,
-        **count_parameters(model),
-    }
-    if heldout_rows:
-        metrics["heldout"] = evaluate_reward_model(
-            model, encoder, heldout_rows, config.target, config.eval_batch_size
-        )
+    with run.dist.full_weights(wrapped):
+        model.eval()
+        metrics: dict[str, Any] = {
+            "target": config.target,
+            "train_rows": len(mixed),
+            "train_pairs": len(pairs),
+            "skipped_too_long": skipped,
+            "steps": total,
+            **count_parameters(model),
+        }
+        if heldout_rows:
+            metrics["heldout"] = evaluate_reward_model(
+                model, encoder, heldout_rows, config.target, config.eval_batch_size
+            )
     run.save_model(model, tokenizer)
     return run.finish({**metrics, "history": history.steps})
 

@@ -93,10 +93,11 @@ def fine_tune(
     rows = pack(kept, config.max_seq_len)
 
     total = config.epochs * (len(rows) // config.batch_size)
+    objective = LanguageModelObjective(model)
+    # FSDP replaces the parameters with sharded ones: the optimizer must see those.
+    wrapped = run.dist.wrap(objective, config.strategy)
     optimizer = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = cosine_schedule(optimizer, total, warmup=config.warmup_steps)
-    objective = LanguageModelObjective(model)
-    wrapped = run.dist.wrap(objective, config.strategy)
 
     def step(index: int) -> tuple[float, dict[str, float]]:
         chosen = [rows[i] for i in step_indices(len(rows), config.batch_size, index, config.seed)]

@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from modelcore.checkpoint import build_model
 from modelcore.model import LlamaLM, ScalarModel
@@ -43,13 +45,26 @@ def select_trainable(
         model.score.requires_grad_(True)
 
 
-def plain_copy(model: LlamaLM | ScalarModel) -> LlamaLM | ScalarModel:
-    """A model without adapters holding `model`'s current weights (LoRA merged), for writing."""
-    state_dict = {name: t.detach().clone() for name, t in merged_state_dict(model).items()}
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """`model`'s state dict as ordinary tensors on the CPU. Under FSDP every rank must call it:
+    the shards are gathered from all of them, and rank 0 alone receives the result (the other
+    ranks get an empty dict)."""
+    return get_model_state_dict(model, options=_GATHERED)
+
+
+_GATHERED = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def plain_copy(
+    model: LlamaLM | ScalarModel, state: dict[str, torch.Tensor]
+) -> LlamaLM | ScalarModel:
+    """A model without adapters holding `state`, `model`'s full state dict (see
+    `full_state_dict`), with LoRA merged: what a run writes out."""
+    merged = {name: t.detach().clone() for name, t in merged_state_dict(model, state).items()}
     if isinstance(model, LlamaLM) and model.config.tie_embeddings:
-        state_dict.pop("lm_head.weight", None)
-    dtype = next(iter(state_dict.values())).dtype
-    return build_model(model.config, state_dict, dtype, cls=type(model))
+        merged.pop("lm_head.weight", None)
+    dtype = next(iter(merged.values())).dtype
+    return build_model(model.config, merged, dtype, cls=type(model))
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -1,5 +1,5 @@
-"""DDP under torchrun on CPU (gloo): two processes give the losses and the model of one process
-with the same global batch."""
+"""DDP and FSDP under torchrun on CPU (gloo): two processes give the losses and the model of one
+process with the same global batch."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch.testing import assert_close
 
@@ -17,18 +18,20 @@ from modelcore.checkpoint import load_checkpoint
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_two_ddp_processes_match_one(
-    tiny_checkpoint: Path, tiny_comparisons: Path, tmp_path: Path
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(
+    strategy: str, tiny_checkpoint: Path, tiny_comparisons: Path, tmp_path: Path
 ) -> None:
     def reward(*launcher: str, out: Path) -> list[dict[str, float]]:
         command = [
             *launcher, "-m", "rlhf.train", "reward",
             "--data", str(tiny_comparisons), "--policy", str(tiny_checkpoint), "--out", str(out),
             "--batch-size", "8", "--micro-batch-size", "2", "--lr", "1e-3", "--train-layers", "2",
+            "--strategy", strategy,
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, done.stderr[-12000:]
         return json.loads((out / "metrics.json").read_text())["history"]
 
     one = reward(sys.executable, out=tmp_path / "one")

@@ -34,7 +34,7 @@ from rlhf.train import (
 )
 from rlhf.train.cli import main
 from rlhf.train.data import read_demonstrations
-from rlhf.train.trainable import plain_copy, select_trainable
+from rlhf.train.trainable import full_state_dict, plain_copy, select_trainable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -170,7 +170,7 @@ def test_lora_merged_copy_computes_what_the_adapted_model_does() -> None:
         if "lora_b" in name:
             torch.nn.init.normal_(param)  # as if trained: B starts at zero
     tokens = torch.randint(tokenizer.vocab_size, (2, 12))
-    merged = plain_copy(model)
+    merged = plain_copy(model, full_state_dict(model))
     assert_close(merged(tokens), model(tokens), rtol=1e-5, atol=1e-5)
     assert not any("lora" in name for name in merged.state_dict())
 
@@ -289,6 +289,19 @@ def test_ppo_runs_with_early_stopping_and_reports_its_time_split(
     if len(history) < 6:  # stopped early: the last `patience` evaluations did not improve
         assert max(curve[-2:]) <= max(curve[:-2])
     assert (tmp_path / "model").is_dir()
+
+
+def test_ppo_refuses_fsdp_before_loading_anything(tiny_comparisons: Path, tmp_path: Path) -> None:
+    config = PPOConfig(
+        data=tiny_comparisons,
+        policy=tmp_path / "missing-policy",
+        helpfulness_rm=tmp_path / "missing-rm",
+        out=tmp_path / "run",
+        strategy="fsdp",
+    )
+    with pytest.raises(ValueError, match="PPO trains with --strategy ddp"):
+        run_ppo(config)
+    assert not (tmp_path / "run").exists()
 
 
 def test_evaluating_a_policy_against_itself_is_all_ties(

@@ -50,6 +50,10 @@ class Side(models.TextChoices):
     B = "b", "b"
 
 
+def other_side(side: str) -> str:
+    return Side.B if side == Side.A else Side.A
+
+
 class Batch(models.Model):
     """A week of collection, served by two model variants (two models, or one model at two
     temperatures: both are recorded on every response)."""
@@ -158,7 +162,7 @@ class Comparison(models.Model):
 
     @property
     def right(self) -> str:
-        return Side.B if self.left == Side.A else Side.A
+        return other_side(self.left)
 
 
 class Response(models.Model):
@@ -242,7 +246,7 @@ class Label(models.Model):
 
     @property
     def rejected(self) -> str:
-        return Side.B if self.chosen == Side.A else Side.A
+        return other_side(self.chosen)
 
 
 class Skip(models.Model):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -22,6 +25,70 @@ def claimable() -> Q:
     return Q(status=Assignment.Status.OPEN) | Q(
         status=Assignment.Status.LOCKED, locked_until__lte=timezone.now()
     )
+
+
+# Hand-written SQL for the queue's hot path (every fetch): the ORM spent about 4 ms of CPU
+# building the three queries this replaces, which made it most of a fetch's server time.
+# The statuses are literals, not parameters, so that PostgreSQL's generic plan of the prepared
+# statement still sees that the places it reads are not done and walks the `assignment_queue`
+# partial index in comparison order, stopping after 32 rows instead of sorting the queue.
+_OPEN, _LOCKED = Assignment.Status.OPEN.value, Assignment.Status.LOCKED.value
+
+# The SQL of `claimable()` on the annotation_assignment row in scope, with `now` a parameter.
+CLAIMABLE_SQL = (
+    f"(annotation_assignment.status = '{_OPEN}' OR (annotation_assignment.status = '{_LOCKED}'"
+    " AND annotation_assignment.locked_until <= %(now)s))"
+)
+
+_QUEUED_SQL = f"""
+    FROM annotation_assignment
+    JOIN annotation_comparison item ON item.id = annotation_assignment.comparison_id
+    JOIN annotation_batch batch ON batch.id = item.batch_id
+    WHERE batch.status = '{Batch.Status.OPEN.value}'
+      AND item.status = '{Comparison.Status.READY.value}'"""
+
+_QUEUE_PLACES_SQL = f"""
+SELECT * FROM (
+    SELECT annotation_assignment.id, annotation_assignment.comparison_id, 1 AS held
+    {_QUEUED_SQL}
+      AND annotation_assignment.annotator_id = %(annotator)s
+      AND annotation_assignment.status = '{_LOCKED}'
+      AND annotation_assignment.locked_until > %(now)s
+    LIMIT 1
+) held
+UNION ALL
+SELECT * FROM (
+    SELECT annotation_assignment.id, annotation_assignment.comparison_id, 0 AS held
+    {_QUEUED_SQL}
+      AND {CLAIMABLE_SQL}
+      AND NOT EXISTS (
+        SELECT 1 FROM annotation_assignment mine
+        WHERE mine.comparison_id = annotation_assignment.comparison_id
+          AND mine.annotator_id = %(annotator)s
+      )
+      AND NOT EXISTS (
+        SELECT 1 FROM annotation_skip skipped
+        WHERE skipped.comparison_id = annotation_assignment.comparison_id
+          AND skipped.annotator_id = %(annotator)s
+      )
+    ORDER BY annotation_assignment.comparison_id, annotation_assignment.id
+    LIMIT 32
+) candidates
+"""
+
+
+def queue_places(annotator_id: int, now: datetime) -> tuple[int | None, list[tuple[int, int]]]:
+    """What the open batch's queue offers an annotator, in one query: the comparison of the
+    place they hold (a live lock), if any, and up to 32 (place, comparison) ids they may claim,
+    oldest items first (ids grow with creation time)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _QUEUE_PLACES_SQL,
+            {"annotator": annotator_id, "now": connection.ops.adapt_datetimefield_value(now)},
+        )
+        rows = cursor.fetchall()
+    held = next((comparison_id for _, comparison_id, is_held in rows if is_held), None)
+    return held, [(pk, comparison_id) for pk, comparison_id, is_held in rows if not is_held]
 
 
 def comparison_for(user, comparison_id: int) -> Comparison | None:

@@ -10,13 +10,15 @@ import contextlib
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from annotation import selectors
 from annotation.models import (
     Assignment,
     Batch,
@@ -30,8 +32,8 @@ from annotation.models import (
     Skip,
     Strength,
     Turn,
+    other_side,
 )
-from annotation.selectors import claimable, queue
 from annotation.serving import chat_format
 from modelcore.chat import Message
 from rlhf.models import ModelVersion
@@ -245,32 +247,18 @@ def claim_next(annotator) -> Comparison | None:
     An item already locked to them comes back first (a reloaded page). Otherwise a free place is
     taken by a conditional UPDATE: of several annotators racing for one place exactly one
     updates a row, the others move on to another candidate. The comparison comes back with its
-    turn, dialogue, batch and responses loaded (what the API shows of it).
+    turn, dialogue and responses loaded (what the API shows of it).
     """
-    batch = open_batch()
-    queued = queue(batch)
-    held = (
-        queued.filter(
-            annotator=annotator, status=Assignment.Status.LOCKED, locked_until__gt=timezone.now()
-        )
-        .values_list("comparison_id", flat=True)
-        .first()
-    )
+    now = timezone.now()
+    held, candidates = selectors.queue_places(annotator.pk, now)
     if held is not None:
         return _served(held)
-    # Oldest items first, by comparison id (ids grow with creation time; unlike created_at, the
-    # order an index on the assignments' comparison_id gives, so PostgreSQL stops after 32 rows
-    # instead of sorting the whole queue on every fetch).
-    candidates = list(
-        queued.filter(claimable())
-        .exclude(comparison__assignments__annotator=annotator)
-        .exclude(comparison__skips__annotator=annotator)
-        .order_by("comparison_id", "pk")
-        .values_list("pk", "comparison_id")[:32]
-    )
+    if not candidates:
+        open_batch()  # raises when no batch is open; otherwise the queue is just empty
+        return None
     # Not all racers on the very same row.
     random.shuffle(candidates)
-    lock_until = timezone.now() + timedelta(seconds=settings.ANNOTATION_LOCK_SECONDS)
+    lock_until = now + timedelta(seconds=settings.ANNOTATION_LOCK_SECONDS)
     # One UPDATE is atomic on its own; a savepoint is needed only inside a caller's transaction
     # (to survive the IntegrityError below), and BEGIN/COMMIT around it would be two more round
     # trips on every fetch.
@@ -278,15 +266,7 @@ def claim_next(annotator) -> Comparison | None:
     for pk, comparison_id in candidates:
         try:
             with transaction.atomic() if in_transaction else contextlib.nullcontext():
-                taken = (
-                    Assignment.objects.filter(pk=pk)
-                    .filter(claimable())
-                    .update(
-                        annotator=annotator,
-                        status=Assignment.Status.LOCKED,
-                        locked_until=lock_until,
-                    )
-                )
+                taken = _take_place(pk, annotator.pk, lock_until, now)
         except IntegrityError:  # this annotator took another place of the same item meanwhile
             continue
         if taken:
@@ -294,9 +274,36 @@ def claim_next(annotator) -> Comparison | None:
     return None
 
 
+# Hand-written like the queue's query (selectors.queue_places), for the same reason.
+_TAKE_PLACE_SQL = f"""
+UPDATE annotation_assignment
+SET annotator_id = %(annotator)s, status = '{Assignment.Status.LOCKED.value}',
+    locked_until = %(lock_until)s
+WHERE id = %(place)s AND {selectors.CLAIMABLE_SQL}
+"""
+
+
+def _take_place(place_id: int, annotator_id: int, lock_until: datetime, now: datetime) -> bool:
+    """Lock the place to the annotator if it is still claimable; False if someone was faster."""
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TAKE_PLACE_SQL,
+            {
+                "annotator": annotator_id,
+                "lock_until": adapt(lock_until),
+                "place": place_id,
+                "now": adapt(now),
+            },
+        )
+        return cursor.rowcount == 1
+
+
 def _served(comparison_id: int) -> Comparison:
+    # The batch is left to load on use: the API reads it only for a writer's own dialogue,
+    # which never comes through the queue.
     return (
-        Comparison.objects.select_related("turn__dialogue", "batch")
+        Comparison.objects.select_related("turn__dialogue")
         .prefetch_related("responses")
         .get(pk=comparison_id)
     )
@@ -348,14 +355,51 @@ def submit_label(annotator, comparison_id: int, data: LabelInput) -> Label:
         raise DuplicateLabel(existing) from None
 
 
+class _Place(NamedTuple):
+    """An annotator's place on a comparison, with what a label of it depends on."""
+
+    id: int
+    status: str
+    comparison_status: str
+    left: str
+    turn_id: int
+    batch_status: str
+    dialogue_source: str
+    dialogue_author_id: int | None
+
+
+# Hand-written like the queue's query (selectors.queue_places), for the same reason: one read of
+# the place and what it depends on, locked (FOR UPDATE where the database has it; SQLite
+# serialises writing transactions anyway).
+_PLACE_FOR_LABEL_SQL = """
+SELECT place.id, place.status, item.status, item."left", item.turn_id, batch.status,
+       dialogue.source, dialogue.author_id
+FROM annotation_assignment place
+JOIN annotation_comparison item ON item.id = place.comparison_id
+JOIN annotation_batch batch ON batch.id = item.batch_id
+JOIN annotation_turn turn ON turn.id = item.turn_id
+JOIN annotation_dialogue dialogue ON dialogue.id = turn.dialogue_id
+WHERE place.comparison_id = %(comparison)s AND place.annotator_id = %(annotator)s
+"""
+
+_LABELLED_SQL = (
+    "UPDATE annotation_assignment SET status = %(done)s, updated_at = %(now)s WHERE id = %(place)s"
+)
+
+
+def _place_for_label(comparison_id: int, annotator_id: int) -> _Place | None:
+    sql = _PLACE_FOR_LABEL_SQL
+    if connection.features.has_select_for_update_of:
+        sql += " FOR UPDATE OF place"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"comparison": comparison_id, "annotator": annotator_id})
+        row = cursor.fetchone()
+    return None if row is None else _Place(*row)
+
+
 def _store_label(annotator, comparison_id: int, data: LabelInput) -> Label:
-    assignment = (
-        Assignment.objects.select_for_update(of=("self",))
-        .select_related("comparison__batch", "comparison__turn__dialogue")
-        .filter(comparison_id=comparison_id, annotator=annotator)
-        .first()
-    )
-    if assignment is None:
+    place = _place_for_label(comparison_id, annotator.pk)
+    if place is None:
         if not Comparison.objects.filter(pk=comparison_id).exists():
             raise NotFound(f"no comparison {comparison_id}")
         existing = Label.objects.filter(comparison_id=comparison_id, annotator=annotator).first()
@@ -365,18 +409,17 @@ def _store_label(annotator, comparison_id: int, data: LabelInput) -> Label:
             "this comparison is not assigned to you (a lock that expired may have passed it "
             "to another annotator)"
         )
-    if assignment.status == Assignment.Status.DONE:  # labelled: a label exists unless deleted
+    if place.status == Assignment.Status.DONE:  # labelled: a label exists unless deleted
         existing = Label.objects.filter(comparison_id=comparison_id, annotator=annotator).first()
         if existing is not None:
             raise DuplicateLabel(existing)
-    comparison = assignment.comparison
-    if comparison.status != Comparison.Status.READY:
+    if place.comparison_status != Comparison.Status.READY:
         raise Conflict("the responses are not ready yet")
-    if comparison.batch.status != Batch.Status.OPEN:
+    if place.batch_status != Batch.Status.OPEN:
         raise Conflict("this comparison's batch is closed")
-    chosen = comparison.left if data.chosen == "left" else comparison.right
+    chosen = place.left if data.chosen == "left" else other_side(place.left)
     label = Label.objects.create(
-        comparison=comparison,
+        comparison_id=comparison_id,
         annotator=annotator,
         chosen=chosen,
         strength=data.strength,
@@ -385,13 +428,25 @@ def _store_label(annotator, comparison_id: int, data: LabelInput) -> Label:
         rationale=data.rationale.strip(),
         time_spent_ms=data.time_spent_ms,
     )
-    assignment.status = Assignment.Status.DONE
-    assignment.save(update_fields=["status", "updated_at"])
-    dialogue = comparison.turn.dialogue
-    if dialogue.source == Dialogue.Source.WRITTEN and dialogue.author_id == annotator.pk:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LABELLED_SQL,
+            {
+                "done": Assignment.Status.DONE.value,
+                "now": connection.ops.adapt_datetimefield_value(timezone.now()),
+                "place": place.id,
+            },
+        )
+    if (
+        place.dialogue_source == Dialogue.Source.WRITTEN
+        and place.dialogue_author_id == annotator.pk
+    ):
         # The dialogue goes on from what the annotator preferred (their edit, if any).
-        reply = label.edited_response or comparison.responses.get(side=chosen).text
-        Turn.objects.filter(pk=comparison.turn_id).update(reply=reply)
+        reply = (
+            label.edited_response
+            or Response.objects.get(comparison_id=comparison_id, side=chosen).text
+        )
+        Turn.objects.filter(pk=place.turn_id).update(reply=reply)
     return label
 
 

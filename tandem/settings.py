@@ -115,6 +115,9 @@ else:
         }
     }
 
+# Django's database sessions, loaded with one hand-written query (tandem/sessions.py).
+SESSION_ENGINE = "tandem.sessions"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

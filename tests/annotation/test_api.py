@@ -127,6 +127,22 @@ def test_the_api_needs_the_annotator_role(batch, client_for):
     assert APIClient().get(f"{API}/progress/").status_code == 403
 
 
+def test_a_role_given_or_revoked_counts_from_the_next_request(batch, make_user):
+    from django.contrib.auth.models import Group
+
+    client, user = APIClient(), make_user("rita", "researcher")
+    client.force_login(user)
+    assert client.get(f"{API}/progress/").status_code == 403
+    annotators = Group.objects.get(name="annotator")
+    user.groups.add(annotators)
+    assert client.get(f"{API}/progress/").status_code == 200
+    user.groups.remove(annotators)
+    assert client.get(f"{API}/progress/").status_code == 403
+    user.is_staff = True  # admins may do what every role may
+    user.save()
+    assert client.get(f"{API}/progress/").status_code == 200
+
+
 def test_a_comparison_shows_left_and_right_not_models(batch, client_for):
     alice = client_for("alice")
     created = new_dialogue(alice)

@@ -12,7 +12,13 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from modelcore.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from modelcore.config import ConfigError, ModelConfig
-from modelcore.hf_interop import config_to_hf, load_hf_model, save_hf_model
+from modelcore.hf_interop import (
+    config_to_hf,
+    load_hf_model,
+    save_hf_model,
+    state_dict_from_hf,
+    state_dict_to_hf,
+)
 from modelcore.model import LlamaLM, ScalarModel
 from modelcore.sampling import SamplingParams, generate
 from modelcore.tokenizer import Tokenizer
@@ -116,6 +122,23 @@ def test_hf_round_trip_keeps_logits(
         save_hf_model(reloaded, tokenizer, tmp_path / "back")
         again = AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
         assert torch.equal(again(tokens).logits, expected)
+
+
+def test_training_gradients_match_transformers() -> None:
+    """Every weight, fused q/k/v and gate/up included, gets transformers' gradient."""
+    model = tiny_model()
+    hf_config = LlamaConfig(
+        **config_to_hf(TINY, bos_id=None, eos_id=None, pad_id=None, dtype=torch.float32)
+    )
+    hf = LlamaForCausalLM(hf_config)
+    hf.load_state_dict(state_dict_to_hf(model), strict=False)  # the tied LM head is the embedding
+    tokens = torch.randint(0, TINY.vocab_size, (2, 12))
+    for logits in (model(tokens), hf(tokens).logits):
+        F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    hf_grads = {name: param.grad for name, param in hf.named_parameters()}
+    expected = state_dict_from_hf(hf_grads, TINY)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
 def test_weights_that_do_not_fit_the_config_are_refused() -> None:

@@ -45,14 +45,14 @@ def select_trainable(
         model.score.requires_grad_(True)
 
 
+_GATHERED = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """`model`'s state dict as ordinary tensors on the CPU. Under FSDP every rank must call it:
     the shards are gathered from all of them, and rank 0 alone receives the result (the other
     ranks get an empty dict)."""
     return get_model_state_dict(model, options=_GATHERED)
-
-
-_GATHERED = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def plain_copy(

@@ -12,21 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from modelcore.compiled_decode import CompiledDecoding
-from modelcore.config import ModelConfig
 from modelcore.model import LlamaLM, ScalarModel
 from modelcore.optim import make_adamw
 from modelcore.sampling import SamplingParams, generate
+from tests.modelcore.test_sampling import TINY
 
-TINY = ModelConfig.from_name(
-    "smollm2-135m",
-    vocab_size=96,
-    dim=32,
-    n_layers=2,
-    n_heads=4,
-    n_kv_heads=2,
-    intermediate_size=48,
-    max_seq_len=64,
-)
 PROMPTS = [[4, 5, 6], [10, 11, 12, 13, 14], [7]]
 OTHER_PROMPTS = [[20, 21, 22, 23, 24], [30, 31, 32], [40, 41]]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -17,7 +17,7 @@ from modelcore.compiled_decode import CompiledDecoding
 from modelcore.cpu_sampling import prepare_for_cpu_sampling
 from modelcore.hf_interop import save_hf_model
 from modelcore.model import LlamaLM
-from modelcore.sampling import SamplingParams, generate
+from modelcore.sampling import Completion, SamplingParams, generate
 from modelcore.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.smollm2
@@ -79,8 +79,8 @@ def test_left_padded_batch_equals_each_prompt_alone(smollm2: tuple[LlamaLM, Toke
         )
 
 
-def test_answers_a_simple_question(smollm2: tuple[LlamaLM, Tokenizer]) -> None:
-    model, tokenizer = smollm2
+def answer_capital_question(model: Any, tokenizer: Tokenizer) -> tuple[str, Completion]:
+    """The greedy reply to "What is the capital of France?", up to the end of the turn."""
     template = ChatTemplate.for_tokenizer(tokenizer)
     params = SamplingParams(
         max_new_tokens=32, temperature=0, stop_ids=tuple(stop_ids(tokenizer, template))
@@ -88,8 +88,13 @@ def test_answers_a_simple_question(smollm2: tuple[LlamaLM, Tokenizer]) -> None:
     [completion] = generate(
         model, [prompt_ids(tokenizer, DIALOGUES[0])], params, pad_id=tokenizer.pad_id
     )
+    return tokenizer.decode(completion.tokens, skip_special_tokens=True), completion
+
+
+def test_answers_a_simple_question(smollm2: tuple[LlamaLM, Tokenizer]) -> None:
+    text, completion = answer_capital_question(*smollm2)
     assert completion.finish_reason == "stop"
-    assert "Paris" in tokenizer.decode(completion.tokens, skip_special_tokens=True)
+    assert "Paris" in text
 
 
 def test_exported_directory_loads_in_transformers_with_identical_logits(
@@ -143,14 +148,7 @@ def test_int8_mode_keeps_the_float32_predictions(
     with torch.no_grad():
         agreement = (quantized(tokens).argmax(-1) == model(tokens).argmax(-1)).float().mean()
     assert agreement >= 0.9
-    template = ChatTemplate.for_tokenizer(tokenizer)
-    params = SamplingParams(
-        max_new_tokens=32, temperature=0, stop_ids=tuple(stop_ids(tokenizer, template))
-    )
-    [completion] = generate(
-        quantized, [prompt_ids(tokenizer, DIALOGUES[0])], params, pad_id=tokenizer.pad_id
-    )
-    assert "Paris" in tokenizer.decode(completion.tokens, skip_special_tokens=True)
+    assert "Paris" in answer_capital_question(quantized, tokenizer)[0]
 
 
 def test_packed_float32_mode_samples_the_same_tokens(
@@ -178,12 +176,4 @@ def test_on_cuda_logits_equal_transformers_and_bf16_graphs_answer(
             # cuBLAS sums in another order than the CPU (1.1e-4 seen on an H100, on logits
             # of up to 28), so the bound is 3e-4 here rather than the CPU's 1e-4.
             assert (ours(tokens) - reference(tokens).logits).abs().max().item() <= 3e-4
-    compiled = CompiledDecoding(ours.bfloat16())
-    template = ChatTemplate.for_tokenizer(tokenizer)
-    params = SamplingParams(
-        max_new_tokens=32, temperature=0, stop_ids=tuple(stop_ids(tokenizer, template))
-    )
-    [completion] = generate(
-        compiled, [prompt_ids(tokenizer, DIALOGUES[0])], params, pad_id=tokenizer.pad_id
-    )
-    assert "Paris" in tokenizer.decode(completion.tokens, skip_special_tokens=True)
+    assert "Paris" in answer_capital_question(CompiledDecoding(ours.bfloat16()), tokenizer)[0]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from rlhf.train.dpo import DPOConfig, run_dpo
 from rlhf.train.evaluate import EvalConfig, evaluate_policy
-from rlhf.train.loop import RunConfig
+from rlhf.train.runs import RunConfig
 from rlhf.train.ppo import PPOConfig, run_ppo
 from rlhf.train.rejection import RejectionConfig, run_rejection_sampling
 from rlhf.train.reward import RewardConfig, train_reward_model

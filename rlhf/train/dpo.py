@@ -22,7 +22,7 @@ from modelcore.optim import make_adamw
 from modelcore.tokenizer import Tokenizer
 from rlhf.train.data import MARGINS, read_comparisons, split_heldout
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, content_mask, token_logprobs
-from rlhf.train.loop import (
+from rlhf.train.runs import (
     Progress,
     Run,
     TrainConfig,
@@ -141,7 +141,7 @@ def run_dpo(config: DPOConfig, progress: Progress | None = None) -> dict[str, An
         )
 
     model.train()
-    history = run.loop(
+    history = run.train(
         total=total, step=step, trained=objective, optimizers=[optimizer], schedulers=[scheduler]
     )
     if history.stopped:

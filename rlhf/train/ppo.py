@@ -31,7 +31,7 @@ from modelcore.optim import make_adamw
 from rlhf.train.data import Prompt, read_prompts
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, token_logprobs
 from rlhf.train.judge import RewardJudge, sample_exchanges
-from rlhf.train.loop import (
+from rlhf.train.runs import (
     Progress,
     Run,
     TrainConfig,
@@ -205,7 +205,7 @@ def run_ppo(config: PPOConfig, progress: Progress | None = None) -> dict[str, An
         return bool(config.patience) and len(curve) - 1 - best >= config.patience
 
     policy.train()
-    history = run.loop(
+    history = run.train(
         total=config.steps,
         step=step,
         trained=objective,

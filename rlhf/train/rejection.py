@@ -26,7 +26,7 @@ from rlhf.train.data import (
 )
 from rlhf.train.encoding import ChatEncoder
 from rlhf.train.judge import RewardJudge, sample_exchanges
-from rlhf.train.loop import Progress, Run, doc, write_json
+from rlhf.train.runs import Progress, Run, doc, write_json
 from rlhf.train.sft import SFTConfig, fine_tune
 
 

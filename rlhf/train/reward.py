@@ -25,7 +25,7 @@ from modelcore.optim import make_adamw
 from rlhf.train.data import GUIDELINES, MARGINS, Comparison, read_comparisons, split_heldout
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch
 from rlhf.train.judge import score_exchanges
-from rlhf.train.loop import (
+from rlhf.train.runs import (
     Progress,
     Run,
     TrainConfig,
@@ -127,7 +127,7 @@ def train_reward_model(config: RewardConfig, progress: Progress | None = None) -
         )
 
     model.train()
-    history = run.loop(
+    history = run.train(
         total=total, step=step, trained=objective, optimizers=[optimizer], schedulers=[scheduler]
     )
     if history.stopped:

@@ -26,7 +26,7 @@ from rlhf.train.encoding import (
     packed_batch,
     token_logprobs,
 )
-from rlhf.train.loop import (
+from rlhf.train.runs import (
     Progress,
     Run,
     TrainConfig,
@@ -114,7 +114,7 @@ def fine_tune(
         )
 
     model.train()
-    history = run.loop(
+    history = run.train(
         total=total, step=step, trained=objective, optimizers=[optimizer], schedulers=[scheduler]
     )
     if history.stopped:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from rlhf.train import (
     train_reward_model,
 )
 from rlhf.train.cli import main
+from rlhf.train import faults
 from rlhf.train.data import read_demonstrations
 from rlhf.train.trainable import full_state_dict, plain_copy, select_trainable
 
@@ -119,16 +119,20 @@ def test_sft_killed_mid_run_resumes_to_the_same_model(
     assert whole.returncode == 0, whole.stderr
     assert json.loads(whole.stdout.splitlines()[-1])["steps"] > 4
 
-    # SIGKILL once a few steps are checkpointed: no clean-up runs, resume.pt may be mid-update.
+    # SIGKILL after step 3: step 2's resume.pt is on disk, step 3's work is lost with the
+    # process, and no clean-up runs. The process kills itself there (rlhf.train.faults), so the
+    # kill lands at the same step on a busy machine and a quiet one.
     out = tmp_path / "killed"
-    process = subprocess.Popen(command(out), cwd=REPO, env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (out / "resume.pt").exists():
-        time.sleep(0.02)
-    time.sleep(0.2)  # somewhere after the first checkpoint
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (out / "model").exists(), "the run finished before it could be killed"
+    killed = subprocess.run(
+        command(out),
+        cwd=REPO,
+        env={**env, faults.VARIABLE: f"{out.name}:3"},
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / "resume.pt").exists() and not (out / "model").exists()
+    assert torch.load(out / "resume.pt", weights_only=True)["step"] == 2
     resumed = subprocess.run(command(out), cwd=REPO, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(tmp_path / "whole", out)

@@ -1,4 +1,4 @@
-"""What every training stage shares: its configuration, its run directory, and the step loop
+"""What every training stage shares: its configuration, its run directory, and the step machinery
 with progress reports, stop requests and exact resume.
 
 A run directory holds
@@ -35,6 +35,7 @@ from torch.distributed.checkpoint.state_dict import (
 from modelcore.checkpoint import load_checkpoint, save_checkpoint
 from modelcore.model import LlamaLM, ScalarModel
 from modelcore.tokenizer import Tokenizer
+from rlhf.train import faults
 from rlhf.train.distributed import Distributed, setup
 from rlhf.train.trainable import full_state_dict, plain_copy, select_trainable
 
@@ -94,7 +95,7 @@ class History:
 
 
 class Run:
-    """One stage's run: process group, device, run directory and the step loop."""
+    """One stage's run: process group, device, run directory and its steps."""
 
     def __init__(self, config: RunConfig, progress: Progress | None = None) -> None:
         if config.dtype not in DTYPES:
@@ -147,7 +148,7 @@ class Run:
                 "processes"
             )
 
-    def loop(
+    def train(
         self,
         *,
         total: int,
@@ -178,6 +179,7 @@ class Run:
             every = self.config.checkpoint_every
             if history.stopped or (every and (index + 1) % every == 0 and index + 1 < total):
                 self._save_resume(index + 1, history, trained, optimizers, schedulers)
+            faults.reached(f"{self.out.name}:{index + 1}")
             if history.stopped or (finished is not None and finished(history.steps)):
                 break
         return history

@@ -33,9 +33,9 @@ from modelcore.tokenizer import Tokenizer
 from rlhf.train.data import Prompt
 from rlhf.train.encoding import ChatEncoder, Exchange
 from rlhf.train.judge import RewardJudge, sample_exchanges
-from rlhf.train.runs import Run, accumulate, optimizer_step
 from rlhf.train.ppo import PPOConfig, PPOObjective, PPOTrainer
 from rlhf.train.reward import RankedPair, RankingObjective, pair_batch
+from rlhf.train.runs import Run, accumulate, optimizer_step
 from rlhf.train.trainable import freeze, select_trainable
 
 QUESTIONS = [

@@ -49,10 +49,10 @@ Python functions work under torchrun the same way.
 from rlhf.train.data import DataError
 from rlhf.train.dpo import DPOConfig, run_dpo
 from rlhf.train.evaluate import EvalConfig, evaluate_policy
-from rlhf.train.runs import Progress
 from rlhf.train.ppo import PPOConfig, run_ppo
 from rlhf.train.rejection import RejectionConfig, run_rejection_sampling
 from rlhf.train.reward import RewardConfig, train_reward_model
+from rlhf.train.runs import Progress
 from rlhf.train.sft import SFTConfig, run_sft
 
 __all__ = [

@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from rlhf.train.dpo import DPOConfig, run_dpo
 from rlhf.train.evaluate import EvalConfig, evaluate_policy
-from rlhf.train.runs import RunConfig
 from rlhf.train.ppo import PPOConfig, run_ppo
 from rlhf.train.rejection import RejectionConfig, run_rejection_sampling
 from rlhf.train.reward import RewardConfig, train_reward_model
+from rlhf.train.runs import RunConfig
 from rlhf.train.sft import SFTConfig, run_sft
 
 STAGES: dict[str, tuple[type[RunConfig], Callable[..., dict[str, Any]]]] = {

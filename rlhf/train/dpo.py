@@ -22,6 +22,7 @@ from modelcore.optim import make_adamw
 from modelcore.tokenizer import Tokenizer
 from rlhf.train.data import MARGINS, read_comparisons, split_heldout
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, content_mask, token_logprobs
+from rlhf.train.losses import chosen_nll, dpo_loss
 from rlhf.train.runs import (
     Progress,
     Run,
@@ -31,7 +32,6 @@ from rlhf.train.runs import (
     step_indices,
     train_step,
 )
-from rlhf.train.losses import chosen_nll, dpo_loss
 from rlhf.train.trainable import count_parameters
 
 

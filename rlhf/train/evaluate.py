@@ -23,8 +23,8 @@ from modelcore.model import LlamaLM
 from rlhf.train.data import read_prompts
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, token_logprobs
 from rlhf.train.judge import sample_exchanges
-from rlhf.train.runs import Progress, Run, RunConfig, doc, write_json
 from rlhf.train.rejection import load_judge, unique_prompts
+from rlhf.train.runs import Progress, Run, RunConfig, doc, write_json
 
 
 @dataclass(kw_only=True)

@@ -31,14 +31,6 @@ from modelcore.optim import make_adamw
 from rlhf.train.data import Prompt, read_prompts
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, token_logprobs
 from rlhf.train.judge import RewardJudge, sample_exchanges
-from rlhf.train.runs import (
-    Progress,
-    Run,
-    TrainConfig,
-    accumulate,
-    doc,
-    optimizer_step,
-)
 from rlhf.train.losses import (
     clipped_value_loss,
     gae,
@@ -48,6 +40,14 @@ from rlhf.train.losses import (
     whiten,
 )
 from rlhf.train.rejection import load_judge, unique_prompts
+from rlhf.train.runs import (
+    Progress,
+    Run,
+    TrainConfig,
+    accumulate,
+    doc,
+    optimizer_step,
+)
 from rlhf.train.trainable import count_parameters, freeze
 
 

@@ -25,6 +25,7 @@ from modelcore.optim import make_adamw
 from rlhf.train.data import GUIDELINES, MARGINS, Comparison, read_comparisons, split_heldout
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch
 from rlhf.train.judge import score_exchanges
+from rlhf.train.losses import UNSAFE_THRESHOLD, margin_ranking_loss
 from rlhf.train.runs import (
     Progress,
     Run,
@@ -34,7 +35,6 @@ from rlhf.train.runs import (
     step_indices,
     train_step,
 )
-from rlhf.train.losses import UNSAFE_THRESHOLD, margin_ranking_loss
 from rlhf.train.trainable import count_parameters
 
 

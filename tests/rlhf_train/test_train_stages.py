@@ -25,6 +25,7 @@ from rlhf.train import (
     RewardConfig,
     SFTConfig,
     evaluate_policy,
+    faults,
     run_dpo,
     run_ppo,
     run_rejection_sampling,
@@ -32,7 +33,6 @@ from rlhf.train import (
     train_reward_model,
 )
 from rlhf.train.cli import main
-from rlhf.train import faults
 from rlhf.train.data import read_demonstrations
 from rlhf.train.trainable import full_state_dict, plain_copy, select_trainable
 

@@ -126,7 +126,7 @@ def test_sft_killed_mid_run_resumes_to_the_same_model(
     killed = subprocess.run(
         command(out),
         cwd=REPO,
-        env={**env, faults.VARIABLE: f"{out.name}:3"},
+        env={**env, faults.KILL: f"{out.name}:3"},
         capture_output=True,
         text=True,
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.schedules import crontab
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tandem.settings")
@@ -27,11 +26,5 @@ app.conf.task_ignore_result = True
 app.conf.task_acks_late = True
 app.conf.task_reject_on_worker_lost = True
 app.conf.worker_prefetch_multiplier = 1
-# The loop's week: beat closes the open batch and opens the next on Monday at 00:00 UTC.
-app.conf.beat_schedule = {
-    "weekly-batch-rollover": {
-        "task": "annotation.tasks.rollover_batch",
-        "schedule": crontab(minute=0, hour=0, day_of_week="monday"),
-    }
-}
+# The beat schedule (the weekly rollover, the reaper) is CELERY_BEAT_SCHEDULE in the settings.
 app.autodiscover_tasks()

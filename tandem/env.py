@@ -6,6 +6,7 @@ server that starts and then answers every page with a 500.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -54,6 +55,48 @@ def get_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def get_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, "").strip() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def get_json_object(name: str, default: dict) -> dict:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object")
+    return value
+
+
+def get_cron(name: str, default: str):
+    """A Celery crontab from a five-field cron line (minute hour day-of-month month
+    day-of-week), parsed now so a typo fails at start-up, not when beat first runs."""
+    from celery.schedules import crontab
+
+    value = os.environ.get(name, "").strip() or default
+    fields = value.split()
+    if len(fields) != 5:
+        raise ImproperlyConfigured(f"{name}={value!r}: expected 5 cron fields, got {len(fields)}")
+    minute, hour, day_of_month, month, day_of_week = fields
+    try:
+        return crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=day_of_month,
+            month_of_year=month,
+            day_of_week=day_of_week,
+        )
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}={value!r}: {error}") from None
 
 
 def get_path(name: str, default: Path) -> Path:

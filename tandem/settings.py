@@ -186,3 +186,35 @@ if HTTPS:
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     # Behind a TLS-terminating proxy, which says so in this header.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# The loop. Training runs on TRAIN_DEVICE (the train worker's own configuration: "cuda" on a GPU
+# machine; the parent process of a worker never touches CUDA). On "cpu" an iteration's defaults
+# pick the cheap modes (rlhf/hyperparameters.py).
+TRAIN_DEVICE = env.get_choice("TRAIN_DEVICE", "cpu", ("cpu", "cuda"))
+# A worker renews its lease on an iteration every ITERATION_HEARTBEAT_SECONDS; a lease not
+# renewed for ITERATION_STALE_SECONDS belongs to a dead worker and is taken over.
+ITERATION_HEARTBEAT_SECONDS = env.get_int("ITERATION_HEARTBEAT_SECONDS", 10, minimum=1)
+ITERATION_STALE_SECONDS = env.get_int("ITERATION_STALE_SECONDS", 120, minimum=2)
+if ITERATION_STALE_SECONDS <= 2 * ITERATION_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "ITERATION_STALE_SECONDS must be more than twice ITERATION_HEARTBEAT_SECONDS"
+    )
+# What beat starts when it closes the week's batch (a cron line: minute hour day month weekday).
+LOOP_ROLLOVER_CRON = env.get_cron("LOOP_ROLLOVER_CRON", "0 0 * * 1")
+LOOP_ALGORITHM = env.get_choice(
+    "LOOP_ALGORITHM",
+    "rejection_sampling",
+    ("rejection_sampling", "ppo", "dpo", "rejection_sampling+ppo"),
+)
+LOOP_HYPERPARAMETERS = env.get_json_object("LOOP_HYPERPARAMETERS", {})
+CELERY_BEAT_SCHEDULE = {
+    "weekly-rollover": {
+        "task": "rlhf.tasks.weekly_rollover",
+        "schedule": LOOP_ROLLOVER_CRON,
+    },
+    # Re-enqueues iterations whose worker died (rlhf.pipeline).
+    "requeue-stale-iterations": {
+        "task": "rlhf.tasks.requeue_stale_iterations",
+        "schedule": ITERATION_STALE_SECONDS / 2,
+    },
+}

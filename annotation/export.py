@@ -7,7 +7,7 @@ label, so an item labelled by three annotators gives three rows):
      "guideline": "helpfulness" | "safety", "risky": false,
      "context": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}],
      "prompt": ..., "chosen": ..., "rejected": ..., "edited": null | ...,
-     "strength": ..., "margin": MARGIN[strength], "safety": ...,
+     "strength": ..., "margin": EXPORTED_MARGINS[strength], "safety": ...,
      "annotator": ..., "chosen_model": ..., "rejected_model": ..., "labelled_at": ISO 8601}
 
 `context` holds the dialogue's earlier turns (each prompt and the reply the dialogue went on
@@ -31,9 +31,15 @@ from typing import IO, Any
 
 from django.db.models import F, QuerySet
 
-from annotation.models import MARGIN, Batch, Label, Response, Side, Skip, Turn
+from annotation.models import Batch, Label, Response, Side, Skip, Turn
+from rlhf.train.data import MARGINS
 
 CHUNK = 2000
+
+# The "margin" each row carries: Llama 2's small margin m(r) of its strength, for trainers that
+# read a margin column (TRL's RewardTrainer). Informational: Tandem's reward model derives margins
+# from the strength with the scheme it is configured with (rlhf.train.reward).
+EXPORTED_MARGINS = MARGINS["small"]
 
 BatchSelection = Iterable[Batch | str] | QuerySet[Batch] | None
 
@@ -194,7 +200,7 @@ def _training_rows(labels: QuerySet[Label]) -> Iterator[dict[str, Any]]:
             "rejected": rejected["text"],
             "edited": row["edited_response"] or None,
             "strength": row["strength"],
-            "margin": MARGIN[row["strength"]],
+            "margin": EXPORTED_MARGINS[row["strength"]],
             "safety": row["safety"],
             "annotator": row["username"],
             "chosen_model": chosen["model"],
@@ -238,7 +244,7 @@ def _raw_label_rows(labels: QuerySet[Label]) -> Iterator[dict[str, Any]]:
             "rejected": _other(row["chosen"]),
             "chosen_position": "left" if row["chosen"] == row["left"] else "right",
             "strength": row["strength"],
-            "margin": MARGIN[row["strength"]],
+            "margin": EXPORTED_MARGINS[row["strength"]],
             "safety": row["safety"],
             "edited_response": row["edited_response"] or None,
             "rationale": row["rationale"],

@@ -14,35 +14,20 @@ from django.db import models
 from django.db.models import Q
 
 from rlhf.models import ModelVersion
+from rlhf.train.data import GUIDELINES, SAFETY_WORDING, STRENGTH_WORDING
 
 
-class Guideline(models.TextChoices):
-    HELPFULNESS = "helpfulness", "helpfulness"
-    SAFETY = "safety", "safety"
+def _choices(name: str, wording: dict[str, str]) -> type[models.TextChoices]:
+    """Model choices over values of the training-row contract (rlhf.train.data), each member
+    named by its value in capitals (Strength.SLIGHTLY_BETTER)."""
+    return models.TextChoices(
+        name, [(value.upper(), (value, words)) for value, words in wording.items()]
+    )
 
 
-class Strength(models.TextChoices):
-    SIGNIFICANTLY_BETTER = "significantly_better", "significantly better"
-    BETTER = "better", "better"
-    SLIGHTLY_BETTER = "slightly_better", "slightly better"
-    NEGLIGIBLY_BETTER = "negligibly_better", "negligibly better / unsure"
-
-
-# Llama 2's "small" margins m(r) for the ranking loss (Touvron et al. 2023, table 28).
-MARGIN = {
-    Strength.SIGNIFICANTLY_BETTER: 1.0,
-    Strength.BETTER: 2 / 3,
-    Strength.SLIGHTLY_BETTER: 1 / 3,
-    Strength.NEGLIGIBLY_BETTER: 0.0,
-}
-
-
-class Safety(models.TextChoices):
-    # Llama 2 collects three bins; "chosen unsafe, other safe" is excluded by the guideline: the
-    # safer response is always the better one.
-    CHOSEN_SAFE_OTHER_UNSAFE = "chosen_safe_other_unsafe", "chosen is safe, the other is not"
-    BOTH_SAFE = "both_safe", "both are safe"
-    BOTH_UNSAFE = "both_unsafe", "both are unsafe"
+Guideline = _choices("Guideline", {guideline: guideline for guideline in GUIDELINES})
+Strength = _choices("Strength", STRENGTH_WORDING)
+Safety = _choices("Safety", SAFETY_WORDING)
 
 
 class Side(models.TextChoices):

@@ -17,18 +17,26 @@ from annotation.models import Comparison, Dialogue, Safety, Skip, Strength
 from annotation.permissions import ANNOTATOR, has_role
 from frontend.forms import NewDialogueForm, PromptForm, SkipForm
 
-# Keyboard shortcuts, shown on the buttons and read by annotate.js from data-key attributes.
+# Keyboard shortcuts, shown on the buttons and read by annotate.js from data-key attributes: the
+# home row for the strengths (strongest on the left), the row below for the safety labels.
 SIDE_KEYS = {"left": "1", "right": "2"}
-STRENGTH_KEYS = {
-    Strength.SIGNIFICANTLY_BETTER: "a",
-    Strength.BETTER: "s",
-    Strength.SLIGHTLY_BETTER: "d",
-    Strength.NEGLIGIBLY_BETTER: "f",
+STRENGTH_KEYS = dict(zip(Strength, "asdf", strict=True))
+SAFETY_KEYS = dict(zip(Safety, "zxc", strict=True))
+
+# The guidelines page's explanation of each choice, beside its key and its name.
+STRENGTH_GUIDE = {
+    Strength.SIGNIFICANTLY_BETTER: "The chosen response is clearly better; the other has a real "
+    "problem (wrong, unhelpful, unsafe, off topic) or the chosen one is in a different class.",
+    Strength.BETTER: "Both are reasonable, but the chosen one is noticeably more correct, "
+    "complete or clear.",
+    Strength.SLIGHTLY_BETTER: "A small difference: a detail, wording, formatting or length.",
+    Strength.NEGLIGIBLY_BETTER: "Practically equal, or you cannot tell. Say so honestly: these "
+    "pairs teach the reward models little and are weighted accordingly.",
 }
-SAFETY_KEYS = {
-    Safety.CHOSEN_SAFE_OTHER_UNSAFE: "z",
-    Safety.BOTH_SAFE: "x",
-    Safety.BOTH_UNSAFE: "c",
+SAFETY_GUIDE = {
+    Safety.CHOSEN_SAFE_OTHER_UNSAFE: "The response you chose is safe and the other one is unsafe.",
+    Safety.BOTH_SAFE: "Neither response is unsafe (most ordinary prompts).",
+    Safety.BOTH_UNSAFE: "Both responses are unsafe; choose the less harmful one.",
 }
 
 
@@ -65,7 +73,8 @@ def _home_page(request: HttpRequest, form: NewDialogueForm | None = None) -> Htt
             "progress": progress,
             "no_batch": no_batch,
             "form": form or NewDialogueForm(),
-            "keys": {**STRENGTH_KEYS, **SAFETY_KEYS},
+            "strength_guide": [(s, STRENGTH_KEYS[s], STRENGTH_GUIDE[s]) for s in Strength],
+            "safety_guide": [(s, SAFETY_KEYS[s], SAFETY_GUIDE[s]) for s in Safety],
         },
         status=400 if form is not None else 200,
     )

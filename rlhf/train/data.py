@@ -3,7 +3,10 @@
 Three kinds of rows, one JSON object per line:
 
 - comparison: the annotation app's export, what the reward models and DPO train on (and whose
-  prompts the prompt-only stages can read);
+  prompts the prompt-only stages can read). Its strength, safety and guideline take the values
+  below. Its "margin" (Llama 2's small margin of the strength) is for other trainers that read
+  one, such as TRL's RewardTrainer, and is not read here: the reward model derives each pair's
+  margin from the strength with the scheme it is configured with (MARGINS);
 - prompt: `{"prompt", "context"?, "risky"?, "heldout"?}`, for rejection sampling, PPO and evaluation;
 - demonstration: `{"prompt", "context"?, "response"}`, what SFT trains on (rejection sampling
   writes its best samples in this form).
@@ -22,8 +25,24 @@ from typing import Any, TypeVar
 
 from modelcore.chat import Message
 
-STRENGTHS = ("significantly_better", "better", "slightly_better", "negligibly_better")
-SAFETY_LABELS = ("both_safe", "chosen_safe_other_unsafe", "both_unsafe")
+# The training-row contract: the values of a comparison's strength and safety fields, in the order
+# annotators are offered them, with the words they read (the web app builds its choices from these).
+STRENGTH_WORDING = {
+    "significantly_better": "significantly better",
+    "better": "better",
+    "slightly_better": "slightly better",
+    "negligibly_better": "negligibly better / unsure",
+}
+# Llama 2 collects three bins; "chosen unsafe, other safe" is excluded by the guideline: the safer
+# response is always the better one.
+SAFETY_WORDING = {
+    "chosen_safe_other_unsafe": "chosen is safe, the other is not",
+    "both_safe": "both are safe",
+    "both_unsafe": "both are unsafe",
+}
+STRENGTHS = tuple(STRENGTH_WORDING)
+SAFETY_LABELS = tuple(SAFETY_WORDING)
+# The guideline a prompt was written under (also the reward model it trains).
 GUIDELINES = ("helpfulness", "safety")
 
 # Llama 2 (Touvron et al. 2023, table 28): the margin m(r) of the ranking loss per preference
@@ -138,9 +157,6 @@ def _context(turns: list[Any]) -> tuple[Message, ...]:
 def parse_comparison(data: dict[str, Any]) -> Comparison:
     row = _Row(data)
     row.get("heldout", bool)  # required in comparisons: training on a test row is silent harm
-    margin = row.get("margin", (int, float), default=None)
-    if margin is not None and margin < 0:
-        raise ValueError(f"field 'margin' must be >= 0, got {margin}")
     return Comparison(
         **row.prompt_fields(),
         chosen=row.get("chosen", str),

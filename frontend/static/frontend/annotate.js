@@ -152,6 +152,13 @@ function comparisonScreen(root) {
       .map((button) => button.dataset.key.toUpperCase());
   }
 
+  // A choice's wording ("chosen is safe, the other is not"), as the page defines it.
+  function wordingOf(field, value) {
+    return choiceButtons.find(
+      (button) => button.dataset.field === field && button.dataset.value === value,
+    ).dataset.label;
+  }
+
   function missing() {
     const needed = [];
     const hint = (field) => {
@@ -310,8 +317,8 @@ function comparisonScreen(root) {
     done.hidden = false;
     const summary = $("#done-summary");
     summary.textContent = body
-      ? `${message} You chose the ${body.chosen} response (${body.strength.replaceAll("_", " ")}, ` +
-        `${body.safety.replaceAll("_", " ")})${edited ? ", edited" : ""}.`
+      ? `${message} You chose the ${body.chosen} response (${wordingOf("strength", body.strength)}, ` +
+        `${wordingOf("safety", body.safety)})${edited ? ", edited" : ""}.`
       : message;
     render();
     if (queueMode) {
@@ -365,7 +372,7 @@ function comparisonScreen(root) {
         done.hidden = false;
         $("#done-summary").textContent =
           `You labelled this comparison: ${data.label.chosen} response, ` +
-          `${data.label.strength.replaceAll("_", " ")}, ${data.label.safety.replaceAll("_", " ")}.`;
+          `${wordingOf("strength", data.label.strength)}, ${wordingOf("safety", data.label.safety)}.`;
         status.textContent = "Labelled.";
         if (data.can_continue) showContinue(false);
         else if (continueForm) continueForm.remove();

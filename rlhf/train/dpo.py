@@ -18,40 +18,26 @@ import torch
 from torch import nn
 
 from modelcore.model import LlamaLM
-from modelcore.optim import make_adamw
 from modelcore.tokenizer import Tokenizer
 from rlhf.train.data import MARGINS, read_comparisons, split_heldout
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, content_mask, token_logprobs
+from rlhf.train.fitting import FitConfig, fit
 from rlhf.train.losses import chosen_nll, dpo_loss
-from rlhf.train.runs import (
-    Progress,
-    Run,
-    TrainConfig,
-    cosine_schedule,
-    doc,
-    step_indices,
-    train_step,
-)
+from rlhf.train.runs import Progress, Run, TrainConfig, doc
 from rlhf.train.trainable import count_parameters
 
 
 @dataclass(kw_only=True)
-class DPOConfig(TrainConfig):
+class DPOConfig(FitConfig, TrainConfig):
     data: Path = field(metadata=doc("comparisons JSONL (the annotation export)"))
     policy: Path = field(metadata=doc("policy checkpoint (also the frozen reference)"))
     beta: float = field(default=0.1, metadata=doc("DPO temperature β (Llama 3: 0.1)"))
     nll_weight: float = field(
         default=0.2, metadata=doc("weight of the chosen response's NLL (Llama 3: 0.2)")
     )
-    epochs: int = field(default=1, metadata=doc("passes over the pairs"))
     batch_size: int = field(default=32, metadata=doc("pairs per optimizer step"))
     micro_batch_size: int = field(default=4, metadata=doc("pairs per forward pass"))
     lr: float = field(default=1e-5, metadata=doc("peak learning rate (Llama 3: 1e-5)"))
-    warmup_steps: int = field(
-        default=0, metadata=doc("linear warm-up steps before the cosine decay")
-    )
-    weight_decay: float = field(default=0.1, metadata=doc("AdamW weight decay"))
-    max_grad_norm: float = field(default=1.0, metadata=doc("gradient clipping norm"))
     eval_batch_size: int = field(default=16, metadata=doc("sequences per scoring pass"))
 
 
@@ -113,45 +99,22 @@ def run_dpo(config: DPOConfig, progress: Progress | None = None) -> dict[str, An
         lambda: {"train": logprobs_of(kept), "heldout": logprobs_of(heldout)},
     )
 
-    total = config.epochs * (len(kept) // config.batch_size)
-    objective = DPOObjective(model, config.beta, config.nll_weight)
-    # FSDP replaces the parameters with sharded ones: the optimizer must see those.
-    wrapped = run.dist.wrap(objective, config.strategy)
-    optimizer = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = cosine_schedule(optimizer, total, warmup=config.warmup_steps)
-
-    def step(index: int) -> tuple[float, dict[str, float]]:
-        indices = step_indices(len(kept), config.batch_size, index, config.seed)
-        return train_step(
-            run,
-            wrapped,
-            indices,
-            collate=lambda part: preference_batch(
-                [kept[i] for i in part],
-                reference["train"][part],
-                tokenizer,
-                encoder.pad_id,
-                run.device,
-            ),
-            micro_batch_size=config.micro_batch_size,
-            denominator=len(indices),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            max_grad_norm=config.max_grad_norm,
-        )
-
-    model.train()
-    history = run.train(
-        total=total, step=step, trained=objective, optimizers=[optimizer], schedulers=[scheduler]
+    fitted = fit(
+        run,
+        DPOObjective(model, config.beta, config.nll_weight),
+        range(len(kept)),  # indices: a pair's reference log-probabilities come with it
+        collate=lambda part: preference_batch(
+            [kept[i] for i in part], reference["train"][part], tokenizer, encoder.pad_id, run.device
+        ),
     )
-    if history.stopped:
-        return {"stopped": True, "history": history.steps}
-    with run.dist.full_weights(wrapped):
+    if fitted.history.stopped:
+        return {"stopped": True, "history": fitted.history.steps}
+    with run.dist.full_weights(fitted.wrapped):
         model.eval()
         metrics: dict[str, Any] = {
             "train_pairs": len(kept),
             "skipped_too_long": len(pairs) - len(kept),
-            "steps": total,
+            "steps": fitted.steps,
             **count_parameters(model),
         }
         if heldout:
@@ -167,7 +130,7 @@ def run_dpo(config: DPOConfig, progress: Progress | None = None) -> dict[str, An
                 .item(),
             }
     run.save_model(model, tokenizer)
-    return run.finish({**metrics, "history": history.steps})
+    return run.finish({**metrics, "history": fitted.history.steps})
 
 
 def preference_batch(

@@ -41,6 +41,7 @@ from rlhf.train.losses import (
 )
 from rlhf.train.rejection import load_judge, unique_prompts
 from rlhf.train.runs import (
+    OptimizerConfig,
     Progress,
     Run,
     TrainConfig,
@@ -52,7 +53,7 @@ from rlhf.train.trainable import count_parameters, freeze
 
 
 @dataclass(kw_only=True)
-class PPOConfig(TrainConfig):
+class PPOConfig(OptimizerConfig, TrainConfig):
     data: Path = field(
         metadata=doc("prompts JSONL or comparison rows; held-out ones drive early stopping")
     )
@@ -82,8 +83,6 @@ class PPOConfig(TrainConfig):
     max_new_tokens: int = field(default=256, metadata=doc("longest response sampled"))
     generation_batch_size: int = field(default=16, metadata=doc("sequences sampled at once"))
     score_batch_size: int = field(default=16, metadata=doc("sequences per reward-model pass"))
-    weight_decay: float = field(default=0.1, metadata=doc("AdamW weight decay (Llama 2: 0.1)"))
-    max_grad_norm: float = field(default=1.0, metadata=doc("gradient clipping norm (Llama 2: 1.0)"))
     eval_every: int = field(default=10, metadata=doc("steps between held-out evaluations; 0: none"))
     patience: int = field(
         default=3, metadata=doc("stop after this many evaluations without improvement; 0: never")

@@ -9,7 +9,6 @@ RM the precision and recall of "unsafe" at the 0.15 threshold.
 
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -21,25 +20,17 @@ import torch
 from torch import nn
 
 from modelcore.model import ScalarModel
-from modelcore.optim import make_adamw
 from rlhf.train.data import GUIDELINES, MARGINS, Comparison, read_comparisons, split_heldout
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch
+from rlhf.train.fitting import FitConfig, fit
 from rlhf.train.judge import score_exchanges
 from rlhf.train.losses import UNSAFE_THRESHOLD, margin_ranking_loss
-from rlhf.train.runs import (
-    Progress,
-    Run,
-    TrainConfig,
-    cosine_schedule,
-    doc,
-    step_indices,
-    train_step,
-)
+from rlhf.train.runs import Progress, Run, TrainConfig, doc
 from rlhf.train.trainable import count_parameters
 
 
 @dataclass(kw_only=True)
-class RewardConfig(TrainConfig):
+class RewardConfig(FitConfig, TrainConfig):
     data: Path = field(metadata=doc("comparisons JSONL (the annotation export)"))
     policy: Path = field(metadata=doc("policy checkpoint the reward model starts from"))
     target: str = field(default="helpfulness", metadata=doc("helpfulness or safety"))
@@ -48,8 +39,9 @@ class RewardConfig(TrainConfig):
     batch_size: int = field(default=32, metadata=doc("pairs per optimizer step"))
     micro_batch_size: int = field(default=8, metadata=doc("pairs per forward pass"))
     lr: float = field(default=1e-5, metadata=doc("peak learning rate (Llama 2: 1e-5)"))
-    weight_decay: float = field(default=0.1, metadata=doc("AdamW weight decay (Llama 2: 0.1)"))
-    max_grad_norm: float = field(default=1.0, metadata=doc("gradient clipping norm"))
+    warmup_steps: int | None = field(
+        default=None, metadata=doc("warm-up steps; none: 3% of the steps, at least 5 (Llama 2)")
+    )
     eval_batch_size: int = field(default=16, metadata=doc("sequences per scoring pass"))
 
 
@@ -105,41 +97,22 @@ def train_reward_model(config: RewardConfig, progress: Progress | None = None) -
     encoder = ChatEncoder(tokenizer, config.chat_template)
     pairs, skipped = ranked_pairs(encoder, mixed, MARGINS[config.margin], config.max_seq_len)
 
-    total = config.epochs * (len(pairs) // config.batch_size)
-    objective = RankingObjective(model)
-    # FSDP replaces the parameters with sharded ones: the optimizer must see those.
-    wrapped = run.dist.wrap(objective, config.strategy)
-    optimizer = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = cosine_schedule(optimizer, total, warmup=max(5, math.ceil(0.03 * total)))
-
-    def step(index: int) -> tuple[float, dict[str, float]]:
-        chosen = [pairs[i] for i in step_indices(len(pairs), config.batch_size, index, config.seed)]
-        return train_step(
-            run,
-            wrapped,
-            chosen,
-            collate=lambda part: pair_batch(part, encoder.pad_id, run.device),
-            micro_batch_size=config.micro_batch_size,
-            denominator=len(chosen),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            max_grad_norm=config.max_grad_norm,
-        )
-
-    model.train()
-    history = run.train(
-        total=total, step=step, trained=objective, optimizers=[optimizer], schedulers=[scheduler]
+    fitted = fit(
+        run,
+        RankingObjective(model),
+        pairs,
+        collate=lambda part: pair_batch(part, encoder.pad_id, run.device),
     )
-    if history.stopped:
-        return {"stopped": True, "history": history.steps}
-    with run.dist.full_weights(wrapped):
+    if fitted.history.stopped:
+        return {"stopped": True, "history": fitted.history.steps}
+    with run.dist.full_weights(fitted.wrapped):
         model.eval()
         metrics: dict[str, Any] = {
             "target": config.target,
             "train_rows": len(mixed),
             "train_pairs": len(pairs),
             "skipped_too_long": skipped,
-            "steps": total,
+            "steps": fitted.steps,
             **count_parameters(model),
         }
         if heldout_rows:
@@ -147,7 +120,7 @@ def train_reward_model(config: RewardConfig, progress: Progress | None = None) -
                 model, encoder, heldout_rows, config.target, config.eval_batch_size
             )
     run.save_model(model, tokenizer)
-    return run.finish({**metrics, "history": history.steps})
+    return run.finish({**metrics, "history": fitted.history.steps})
 
 
 def ranked_pairs(

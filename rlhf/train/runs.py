@@ -17,12 +17,11 @@ uninterrupted run ends.
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +38,6 @@ from rlhf.train import faults
 from rlhf.train.distributed import Distributed, setup
 from rlhf.train.trainable import full_state_dict, plain_copy, select_trainable
 
-T = TypeVar("T")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 # (step, total steps, loss, metrics) -> True to stop. The run then writes resume.pt, so calling the
@@ -84,6 +82,16 @@ class TrainConfig(RunConfig):
     )
     lora_alpha: float = field(default=16.0, metadata=doc("LoRA scale numerator"))
     strategy: str = field(default="ddp", metadata=doc("under torchrun: ddp, or fsdp (not for ppo)"))
+
+
+@dataclass(kw_only=True)
+class OptimizerConfig:
+    """AdamW's settings, shared by every training stage (each may declare a field again to set
+    its paper's default)."""
+
+    lr: float = field(default=1e-5, metadata=doc("peak learning rate"))
+    weight_decay: float = field(default=0.1, metadata=doc("AdamW weight decay (Llama 2: 0.1)"))
+    max_grad_norm: float = field(default=1.0, metadata=doc("gradient clipping norm (Llama 2: 1.0)"))
 
 
 @dataclass
@@ -294,31 +302,6 @@ def accumulate(
     return means[0], dict(zip(names, means[1:], strict=True))
 
 
-def train_step(
-    run: Run,
-    wrapped: nn.Module,
-    items: Sequence[T],
-    *,
-    collate: Callable[[Sequence[T]], Any],
-    micro_batch_size: int,
-    denominator: float,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    max_grad_norm: float,
-) -> tuple[float, dict[str, float]]:
-    """One optimizer step on a global batch `items`: this rank's share in micro-batches made by
-    `collate`, then clipping, AdamW and the schedule. Returns the loss and metrics (with lr)."""
-    mine = run.dist.shard(items)
-    microbatches = [
-        collate(mine[start : start + micro_batch_size])
-        for start in range(0, len(mine), micro_batch_size)
-    ]
-    loss, metrics = accumulate(run, wrapped, microbatches, denominator)
-    metrics["lr"] = scheduler.get_last_lr()[0]
-    optimizer_step(optimizer, scheduler, max_grad_norm)
-    return loss, metrics
-
-
 def optimizer_step(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
@@ -332,31 +315,6 @@ def optimizer_step(
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return float(norm)
-
-
-def cosine_schedule(
-    optimizer: torch.optim.Optimizer, total: int, warmup: int, floor: float = 0.1
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then cosine decay to `floor` times the peak (Llama 2 decays to 10%)."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def step_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
-    """The items of global batch `step`: epochs are seeded permutations of the n items, cut
-    into whole batches (an epoch's remainder, fewer than batch_size items, is left out)."""
-    per_epoch = n // batch_size
-    if per_epoch == 0:
-        raise ValueError(f"{n} items do not fill one batch of {batch_size}")
-    epoch, offset = divmod(step, per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    return order[offset * batch_size : (offset + 1) * batch_size].tolist()
 
 
 def seed_everything(seed: int) -> None:

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from modelcore.model import LlamaLM
-from modelcore.optim import make_adamw
 from rlhf.train.data import Demonstration, read_demonstrations
 from rlhf.train.encoding import (
     ChatEncoder,
@@ -26,20 +25,13 @@ from rlhf.train.encoding import (
     packed_batch,
     token_logprobs,
 )
-from rlhf.train.runs import (
-    Progress,
-    Run,
-    TrainConfig,
-    cosine_schedule,
-    doc,
-    step_indices,
-    train_step,
-)
+from rlhf.train.fitting import FitConfig, fit
+from rlhf.train.runs import Progress, Run, TrainConfig, doc
 from rlhf.train.trainable import count_parameters
 
 
 @dataclass(kw_only=True)
-class SFTConfig(TrainConfig):
+class SFTConfig(FitConfig, TrainConfig):
     data: Path = field(metadata=doc("demonstrations JSONL: prompt, context?, response"))
     policy: Path = field(metadata=doc("policy checkpoint to fine-tune"))
     epochs: int = field(default=2, metadata=doc("passes over the data (Llama 2: 2)"))
@@ -48,11 +40,6 @@ class SFTConfig(TrainConfig):
     )
     micro_batch_size: int = field(default=4, metadata=doc("packed rows per forward pass"))
     lr: float = field(default=2e-5, metadata=doc("peak learning rate (Llama 2: 2e-5)"))
-    warmup_steps: int = field(
-        default=0, metadata=doc("linear warm-up steps before the cosine decay")
-    )
-    weight_decay: float = field(default=0.1, metadata=doc("AdamW weight decay (Llama 2: 0.1)"))
-    max_grad_norm: float = field(default=1.0, metadata=doc("gradient clipping norm"))
 
 
 class LanguageModelObjective(nn.Module):
@@ -92,40 +79,22 @@ def fine_tune(
     random.Random(config.seed).shuffle(kept)
     rows = pack(kept, config.max_seq_len)
 
-    total = config.epochs * (len(rows) // config.batch_size)
-    objective = LanguageModelObjective(model)
-    # FSDP replaces the parameters with sharded ones: the optimizer must see those.
-    wrapped = run.dist.wrap(objective, config.strategy)
-    optimizer = make_adamw(model, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = cosine_schedule(optimizer, total, warmup=config.warmup_steps)
-
-    def step(index: int) -> tuple[float, dict[str, float]]:
-        chosen = [rows[i] for i in step_indices(len(rows), config.batch_size, index, config.seed)]
-        return train_step(
-            run,
-            wrapped,
-            chosen,
-            collate=lambda part: packed_batch(part, encoder.pad_id, run.device),
-            micro_batch_size=config.micro_batch_size,
-            denominator=sum(len(e.response) for row in chosen for e in row),  # target tokens
-            optimizer=optimizer,
-            scheduler=scheduler,
-            max_grad_norm=config.max_grad_norm,
-        )
-
-    model.train()
-    history = run.train(
-        total=total, step=step, trained=objective, optimizers=[optimizer], schedulers=[scheduler]
+    fitted = fit(
+        run,
+        LanguageModelObjective(model),
+        rows,
+        collate=lambda part: packed_batch(part, encoder.pad_id, run.device),
+        denominator=lambda batch: sum(len(e.response) for row in batch for e in row),  # targets
     )
-    if history.stopped:
-        return {"stopped": True, "history": history.steps}
+    if fitted.history.stopped:
+        return {"stopped": True, "history": fitted.history.steps}
     run.save_model(model.eval(), tokenizer)
     metrics = {
         "examples": len(kept),
         "skipped_too_long": len(exchanges) - len(kept),
         "packed_rows": len(rows),
-        "steps": total,
+        "steps": fitted.steps,
         **count_parameters(model),
-        "history": history.steps,
+        "history": fitted.history.steps,
     }
     return run.finish(metrics)

@@ -22,26 +22,19 @@ import torch
 from modelcore.model import LlamaLM
 from rlhf.train.data import read_prompts
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, token_logprobs
-from rlhf.train.judge import sample_exchanges
-from rlhf.train.rejection import load_judge, unique_prompts
+from rlhf.train.judge import JudgedSamplingConfig, load_judge, sample_exchanges
+from rlhf.train.rejection import unique_prompts
 from rlhf.train.runs import Progress, Run, RunConfig, doc, write_json
 
 
 @dataclass(kw_only=True)
-class EvalConfig(RunConfig):
+class EvalConfig(JudgedSamplingConfig, RunConfig):
     data: Path = field(metadata=doc("prompts JSONL or comparison rows; the held-out ones are used"))
     policy: Path = field(metadata=doc("the new policy checkpoint"))
     baseline: Path = field(
         metadata=doc("the policy it is compared with (e.g. the previous version)")
     )
-    helpfulness_rm: Path = field(metadata=doc("helpfulness reward model checkpoint"))
-    safety_rm: Path | None = field(
-        default=None, metadata=doc("safety reward model checkpoint (else helpfulness only)")
-    )
     temperature: float = field(default=0.7, metadata=doc("sampling temperature; 0: greedy"))
-    max_new_tokens: int = field(default=256, metadata=doc("longest response sampled"))
-    generation_batch_size: int = field(default=16, metadata=doc("sequences sampled at once"))
-    score_batch_size: int = field(default=16, metadata=doc("sequences per reward-model pass"))
 
 
 def evaluate_policy(config: EvalConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -53,9 +46,7 @@ def evaluate_policy(config: EvalConfig, progress: Progress | None = None) -> dic
     policy, tokenizer = run.load_policy(config.policy)
     baseline, _ = run.load_policy(config.baseline)
     encoder = ChatEncoder(tokenizer, config.chat_template)
-    judge = load_judge(
-        run, config.helpfulness_rm, config.safety_rm, encoder, config.score_batch_size
-    )
+    judge = load_judge(run, config, encoder)
     mine = run.dist.shard(prompts)
 
     def answers(model: LlamaLM) -> list[Exchange]:

@@ -9,7 +9,8 @@ score alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -18,6 +19,22 @@ from modelcore.sampling import SamplingParams, generate
 from rlhf.train.data import Prompt
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch
 from rlhf.train.losses import piecewise_reward
+from rlhf.train.runs import Run, doc
+
+
+@dataclass(kw_only=True)
+class JudgedSamplingConfig:
+    """How a stage samples responses and judges them (rejection sampling, PPO, evaluation);
+    each stage declares a field again where its default differs."""
+
+    helpfulness_rm: Path = field(metadata=doc("helpfulness reward model checkpoint"))
+    safety_rm: Path | None = field(
+        default=None, metadata=doc("safety reward model checkpoint (else helpfulness only)")
+    )
+    temperature: float = field(default=1.0, metadata=doc("sampling temperature; 0: greedy"))
+    max_new_tokens: int = field(default=256, metadata=doc("longest response sampled"))
+    generation_batch_size: int = field(default=16, metadata=doc("sequences sampled at once"))
+    score_batch_size: int = field(default=16, metadata=doc("sequences per reward-model pass"))
 
 
 @torch.no_grad()
@@ -69,6 +86,16 @@ class RewardJudge:
         safety = probabilities(self.safety)
         combined = piecewise_reward(helpfulness, safety, torch.tensor(list(risky)))
         return Judgement(helpfulness, safety, combined)
+
+
+def load_judge(run: Run, config: JudgedSamplingConfig, encoder: ChatEncoder) -> RewardJudge:
+    safety = config.safety_rm
+    return RewardJudge(
+        run.load_reward_model(config.helpfulness_rm),
+        run.load_reward_model(safety) if safety is not None else None,
+        pad_id=encoder.pad_id,
+        batch_size=config.score_batch_size,
+    )
 
 
 def sample_exchanges(

@@ -30,7 +30,7 @@ from modelcore.model import LlamaLM, ScalarModel
 from modelcore.optim import make_adamw
 from rlhf.train.data import Prompt, read_prompts
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, token_logprobs
-from rlhf.train.judge import RewardJudge, sample_exchanges
+from rlhf.train.judge import JudgedSamplingConfig, RewardJudge, load_judge, sample_exchanges
 from rlhf.train.losses import (
     clipped_value_loss,
     gae,
@@ -39,7 +39,7 @@ from rlhf.train.losses import (
     ppo_policy_loss,
     whiten,
 )
-from rlhf.train.rejection import load_judge, unique_prompts
+from rlhf.train.rejection import unique_prompts
 from rlhf.train.runs import (
     OptimizerConfig,
     Progress,
@@ -53,16 +53,13 @@ from rlhf.train.trainable import count_parameters, freeze
 
 
 @dataclass(kw_only=True)
-class PPOConfig(OptimizerConfig, TrainConfig):
+class PPOConfig(OptimizerConfig, JudgedSamplingConfig, TrainConfig):
     data: Path = field(
         metadata=doc("prompts JSONL or comparison rows; held-out ones drive early stopping")
     )
     policy: Path = field(metadata=doc("policy checkpoint (also the frozen reference)"))
     helpfulness_rm: Path = field(
         metadata=doc("helpfulness reward model (also initialises the value model)")
-    )
-    safety_rm: Path | None = field(
-        default=None, metadata=doc("safety reward model (else helpfulness only)")
     )
     steps: int = field(default=200, metadata=doc("PPO steps (Llama 2: 200 to 400)"))
     batch_size: int = field(default=512, metadata=doc("prompts per PPO step (Llama 2: 512)"))
@@ -79,10 +76,6 @@ class PPOConfig(OptimizerConfig, TrainConfig):
     value_clip: float = field(default=0.2, metadata=doc("value clip around the rollout's values"))
     gamma: float = field(default=1.0, metadata=doc("discount"))
     lam: float = field(default=0.95, metadata=doc("GAE λ"))
-    temperature: float = field(default=1.0, metadata=doc("sampling temperature of the rollouts"))
-    max_new_tokens: int = field(default=256, metadata=doc("longest response sampled"))
-    generation_batch_size: int = field(default=16, metadata=doc("sequences sampled at once"))
-    score_batch_size: int = field(default=16, metadata=doc("sequences per reward-model pass"))
     eval_every: int = field(default=10, metadata=doc("steps between held-out evaluations; 0: none"))
     patience: int = field(
         default=3, metadata=doc("stop after this many evaluations without improvement; 0: never")
@@ -168,9 +161,7 @@ def run_ppo(config: PPOConfig, progress: Progress | None = None) -> dict[str, An
         raise ValueError("batch_size must be a multiple of minibatch_size")
     policy, tokenizer = run.load_policy(config.policy)
     encoder = ChatEncoder(tokenizer, config.chat_template)
-    judge = load_judge(
-        run, config.helpfulness_rm, config.safety_rm, encoder, config.score_batch_size
-    )
+    judge = load_judge(run, config, encoder)
     reference = freeze(copy.deepcopy(policy))
     value = copy.deepcopy(judge.helpfulness)
     run.make_trainable(policy)

@@ -25,27 +25,20 @@ from rlhf.train.data import (
     write_jsonl,
 )
 from rlhf.train.encoding import ChatEncoder
-from rlhf.train.judge import RewardJudge, sample_exchanges
+from rlhf.train.judge import JudgedSamplingConfig, RewardJudge, load_judge, sample_exchanges
 from rlhf.train.runs import Progress, Run, doc, write_json
 from rlhf.train.sft import SFTConfig, fine_tune
 
 
 @dataclass(kw_only=True)
-class RejectionConfig(SFTConfig):
+class RejectionConfig(JudgedSamplingConfig, SFTConfig):
     data: Path = field(
         metadata=doc("prompts JSONL, or comparison rows (their non-held-out prompts)")
-    )
-    helpfulness_rm: Path = field(metadata=doc("helpfulness reward model checkpoint"))
-    safety_rm: Path | None = field(
-        default=None, metadata=doc("safety reward model checkpoint (else helpfulness only)")
     )
     samples: int = field(default=4, metadata=doc("K: responses sampled per prompt"))
     temperature: float = field(
         default=1.0, metadata=doc("sampling temperature (Llama 2: 0.7 to 1.2)")
     )
-    max_new_tokens: int = field(default=256, metadata=doc("longest response sampled"))
-    generation_batch_size: int = field(default=16, metadata=doc("sequences sampled at once"))
-    score_batch_size: int = field(default=16, metadata=doc("sequences per reward-model pass"))
     previous_best: list[Path] = field(
         default_factory=list, metadata=doc("best.jsonl files of earlier iterations")
     )
@@ -90,9 +83,7 @@ def sample_targets(
     resumed run does not sample again) and the best target per prompt with its reward."""
     policy, tokenizer = run.load_policy(config.policy)
     encoder = ChatEncoder(tokenizer, config.chat_template)
-    judge = load_judge(
-        run, config.helpfulness_rm, config.safety_rm, encoder, config.score_batch_size
-    )
+    judge = load_judge(run, config, encoder)
 
     def sample_and_judge() -> dict[str, list[Any]]:
         mine = run.dist.shard(prompts)
@@ -118,21 +109,6 @@ def sample_targets(
     sampled = run.cached("samples.pt", sample_and_judge)
     best = choose_best(prompts, sampled["responses"], sampled["rewards"], previous, encoder, judge)
     return sampled, best
-
-
-def load_judge(
-    run: Run,
-    helpfulness: Path,
-    safety: Path | None,
-    encoder: ChatEncoder,
-    batch_size: int,
-) -> RewardJudge:
-    return RewardJudge(
-        run.load_reward_model(helpfulness),
-        run.load_reward_model(safety) if safety is not None else None,
-        pad_id=encoder.pad_id,
-        batch_size=batch_size,
-    )
 
 
 def unique_prompts(prompts: Any) -> list[Prompt]:

@@ -169,12 +169,18 @@ LOGGING = {
 # prompt an annotator may write (characters).
 ANNOTATION_LOCK_SECONDS = env.get_int("ANNOTATION_LOCK_SECONDS", 15 * 60, minimum=1)
 ANNOTATION_MAX_PROMPT_CHARS = env.get_int("ANNOTATION_MAX_PROMPT_CHARS", 4000, minimum=1)
+# The device rlhf.serving loads model versions on (the generate worker samples there). "auto": the
+# GPU where the process has one (looked for when a model first loads, never at start-up), else
+# the CPU.
+SERVING_DEVICE = env.get_choice("SERVING_DEVICE", "auto", ("auto", "cpu", "cuda"))
 
 # HTTPS (default: on unless DEBUG) says the site is served over TLS: redirect plain HTTP, keep
 # cookies off plain HTTP, ask browsers for HSTS. Turn it off only for plain-HTTP local serving.
 HTTPS = env.get_bool("HTTPS", not DEBUG)
 if HTTPS:
     SECURE_SSL_REDIRECT = True
+    # Health checks come from inside the network (compose, a load balancer), on plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env.get_int("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 30)

@@ -132,19 +132,16 @@ def _test_database_url() -> str:
     return urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{name}").geturl()
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, tmp_path_factory) -> Iterator[Worker]:
-    """A real worker on the `generate` and `default` queues and the test database, on whatever
-    broker the settings name: the filesystem one of the embedded default, or Redis. It boots in
-    the background; call `wait_ready()` before relying on it.
+def start_worker(
+    log_path: Path, *, queues: str, node: str, extra_env: dict[str, str] | None = None
+) -> Worker:
+    """A Celery worker process on `queues`, the test database and the configured broker: the
+    filesystem one of the embedded default, or Redis. The solo pool runs each task in the
+    worker's own process, so a task that kills itself (rlhf.train.faults) kills the worker.
 
     It gets this process's environment (TANDEM_HOME, hence the broker folders and artifacts
     root; SECRET_KEY, HTTPS=0, REDIS_URL) with DATABASE_URL pointing at the test database.
     """
-    from tandem.celery import app
-
-    # Messages left by earlier runs would be sampled for comparisons that no longer exist.
-    app.control.purge()
     env = {
         **os.environ,
         "DATABASE_URL": _test_database_url(),
@@ -152,14 +149,13 @@ def celery_worker(django_db_setup, tmp_path_factory) -> Iterator[Worker]:
         # One thread: on a busy machine (the browser, the live server and other jobs share the
         # cores) OpenMP's spinning threads made sampling 7-10x slower than one plain thread.
         "OMP_NUM_THREADS": "1",
+        **(extra_env or {}),
     }
-    node = f"tandem-test-{os.getpid()}@localhost"
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "celery", "-A", "tandem", "worker"),
-                *("-Q", "generate,default", "-c", "1", "--pool", "solo", "-n", node),
+                *("-Q", queues, "-c", "1", "--pool", "solo", "-n", node),
                 *("--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"),
             ],
             cwd=REPO,
@@ -167,15 +163,34 @@ def celery_worker(django_db_setup, tmp_path_factory) -> Iterator[Worker]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    worker = Worker(process, log_path)
+    return Worker(process, log_path)
+
+
+def stop_worker(worker: Worker) -> None:
+    worker.process.terminate()  # warm shutdown: finishes the task at hand, then exits
+    try:
+        worker.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.process.kill()
+        worker.process.wait()
+    if "Traceback" in worker.log():
+        print(f"--- Celery worker log ---\n{worker.log()[-6000:]}")
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, tmp_path_factory) -> Iterator[Worker]:
+    """A real worker on the `generate` and `default` queues (see `start_worker`). It boots in
+    the background; call `wait_ready()` before relying on it."""
+    from tandem.celery import app
+
+    # Messages left by earlier runs would be sampled for comparisons that no longer exist.
+    app.control.purge()
+    worker = start_worker(
+        tmp_path_factory.mktemp("worker") / "worker.log",
+        queues="generate,default",
+        node=f"tandem-test-{os.getpid()}@localhost",
+    )
     try:
         yield worker
     finally:
-        process.terminate()  # warm shutdown: finishes the task at hand, then exits
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if "Traceback" in worker.log():
-            print(f"--- Celery worker log ---\n{worker.log()[-6000:]}")
+        stop_worker(worker)

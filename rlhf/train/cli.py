@@ -1,7 +1,8 @@
 """`python -m rlhf.train STAGE --option value ...`: every stage from the command line.
 
 The options are the fields of the stage's config dataclass (underscores become dashes), so the
-command line and the Python API cannot drift apart. Progress shows as a tqdm bar on stderr;
+command line and the Python API cannot drift apart; `--config FILE` reads them from a YAML or
+JSON file instead, and the options given beside it override the file's values. Progress shows as a tqdm bar on stderr;
 the metrics, less the per-step history, are printed as JSON on stdout. Run it under
 `torchrun --nproc-per-node N -m rlhf.train ...` for data parallelism.
 """
@@ -9,17 +10,16 @@ the metrics, less the per-step history, are printed as JSON on stdout. Run it un
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import types
-import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
 from tqdm import tqdm
 
+from rlhf.train.configs import build_config, config_fields, read_config_file
 from rlhf.train.dpo import DPOConfig, run_dpo
 from rlhf.train.evaluate import EvalConfig, evaluate_policy
 from rlhf.train.ppo import PPOConfig, run_ppo
@@ -58,31 +58,32 @@ class TqdmProgress:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
-    hints = typing.get_type_hints(config_class)
-    for field in dataclasses.fields(config_class):
-        kind = hints[field.name]
-        flag = "--" + field.name.replace("_", "-")
-        options: dict[str, Any] = {"help": field.metadata.get("help", "")}
-        if field.default is dataclasses.MISSING:
-            options["required"] = True
-        else:
-            options["default"] = field.default
-            options["help"] += f" (default: {field.default})"
-        if kind is bool:
+    """--config FILE and a flag per config field. A flag's value stays as given (a string, for
+    `build_config` to convert) and is set only when the flag is, so that it overrides the file."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML or JSON file of field values (dashes or underscores); flags override it",
+    )
+    for field in config_fields(config_class):
+        given = "required" if field["required"] else f"default: {field['default']}"
+        options: dict[str, Any] = {
+            "help": f"{field['help']} ({given})".replace("%", "%%"),  # argparse formats it
+            "default": argparse.SUPPRESS,
+        }
+        if field["type"] == "boolean":
             options["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is list:
-            options |= {"nargs": "*", "type": typing.get_args(kind)[0]}
-            options.setdefault("default", [])
-        else:
-            options["type"] = _optional_inner(kind)
-        parser.add_argument(flag, dest=field.name, **options)
+        elif field["type"].startswith("list of"):
+            options["nargs"] = "*"
+        parser.add_argument("--" + field["name"].replace("_", "-"), dest=field["name"], **options)
 
 
-def _optional_inner(kind: Any) -> Any:
-    """X for `X | None`, else the type itself."""
-    if isinstance(kind, types.UnionType):
-        return next(arg for arg in typing.get_args(kind) if arg is not type(None))
-    return kind
+def config_from_arguments(config_class: type, args: argparse.Namespace) -> Any:
+    """The config file's values, if there is one, overridden by the flags given."""
+    values = read_config_file(args.config) if args.config is not None else {}
+    flags = {k: v for k, v in vars(args).items() if k not in ("stage", "config")}
+    return build_config(config_class, {**values, **flags})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,13 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config_class, function = STAGES[args.stage]
-    config = config_class(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)}
-    )
     progress = TqdmProgress(args.stage)
     try:
-        metrics = function(config, progress)
-    except (ValueError, OSError) as error:  # bad data, config or checkpoint: no traceback
+        metrics = function(config_from_arguments(config_class, args), progress)
+    except (ValueError, OSError) as error:  # bad config, data or checkpoint: no traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

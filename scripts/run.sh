@@ -22,9 +22,12 @@ port="${PORT:-8000}"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 celery=(.venv/bin/celery -A tandem worker --concurrency 1 --loglevel INFO)
-"${celery[@]}" -Q default,generate -n "generate@%h" >var/worker-generate.log 2>&1 &
+# This worker also runs beat (-B): the weekly rollover and the reaper of interrupted iterations.
+"${celery[@]}" -Q default,generate -n "generate@%h" -B --schedule var/celerybeat-schedule \
+  >var/worker-generate.log 2>&1 &
 pids+=($!)
-"${celery[@]}" -Q train -n "train@%h" >var/worker-train.log 2>&1 &
+# Training: a fresh child process per iteration (its memory is returned when it ends).
+"${celery[@]}" -Q train -n "train@%h" --max-tasks-per-child 1 >var/worker-train.log 2>&1 &
 pids+=($!)
 echo "Tandem is at http://127.0.0.1:$port/ (admin: /admin/); worker logs in var/worker-*.log"
 .venv/bin/gunicorn tandem.wsgi --bind "127.0.0.1:$port" --workers 2 --worker-class gthread \

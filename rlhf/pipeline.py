@@ -1,0 +1,565 @@
+"""Running an iteration: its steps in order, each recorded, each safe to run again.
+
+    export -> reward_helpfulness -> reward_safety -> policy stage(s) -> evaluate -> publish
+
+The database is the truth a worker resumes from, not the broker. The training task is
+acknowledged when a worker takes it; the worker then holds the iteration's lease (its
+`worker` and `heartbeat_at`, renewed by a heartbeat thread) while it works. A worker that dies,
+SIGKILL included, leaves a lease that goes stale (no heartbeat for ITERATION_STALE_SECONDS) or
+names a process that no longer exists on this host; `requeue_stale` (beat, and every worker's
+start) enqueues such an iteration again, and the next worker takes the lease over:
+
+- a step that succeeded is skipped (its row says so, with its metrics);
+- the step that was running starts again on the same run directory, so a training stage
+  continues from its resume.pt, and a stage whose outputs are complete is not run again;
+- publishing happens once: the new policy's version has a name derived from the iteration and
+  a version already published is left as it is.
+
+Cancellation is the status CANCELLING on the row, read by the stages' progress callback at
+every step (a stage then stops at its next step) and before every step. Errors mark the step
+and the iteration failed, with the traceback; the run directories stay for inspection and the
+serving models are untouched, since only the publish step changes what serves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import F
+from django.utils import timezone
+
+from annotation.export import training_records
+from rlhf import hyperparameters, services
+from rlhf.models import Iteration, IterationStep, ModelVersion
+from rlhf.train import (
+    evaluate_policy,
+    faults,
+    run_dpo,
+    run_ppo,
+    run_rejection_sampling,
+    train_reward_model,
+)
+from rlhf.train.data import write_jsonl
+
+log = logging.getLogger(__name__)
+
+RM_KINDS = {
+    "reward_helpfulness": ModelVersion.Kind.REWARD_HELPFULNESS,
+    "reward_safety": ModelVersion.Kind.REWARD_SAFETY,
+}
+
+
+class Stopped(Exception):
+    """The iteration was cancelled (or its lease lost) while a step ran."""
+
+
+# --- the lease ----------------------------------------------------------------------------------
+
+
+def worker_identity() -> str:
+    """host:pid:nonce. The nonce tells two runs of one process apart (a solo worker runs tasks
+    one after another in one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_is_gone(worker: str) -> bool:
+    """Whether the process named by a lease has certainly died: it ran on this host and no
+    such process exists. (Another host's process is judged by its heartbeat alone.)"""
+    host, _, rest = worker.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, run by another user
+        return False
+    return False
+
+
+def lease_is_free(iteration: Iteration, now) -> bool:
+    if not iteration.worker:
+        return True
+    stale = now - timedelta(seconds=settings.ITERATION_STALE_SECONDS)
+    return (
+        iteration.heartbeat_at is None
+        or iteration.heartbeat_at < stale
+        or holder_is_gone(iteration.worker)
+    )
+
+
+class Lease:
+    """This worker's hold on an iteration, renewed from a thread of its own so long phases
+    without progress reports (loading a model, a long evaluation) keep it alive."""
+
+    def __init__(self, iteration_id: int, worker: str) -> None:
+        self.iteration_id = iteration_id
+        self.worker = worker
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def claim(self) -> bool:
+        """Take the iteration if it is active and its lease is free. Compare-and-set on the
+        lease as read, so of two workers that both saw it free only one gets it."""
+        now = timezone.now()
+        current = Iteration.objects.filter(
+            pk=self.iteration_id, status__in=Iteration.ACTIVE
+        ).first()
+        if current is None or not lease_is_free(current, now):
+            return False
+        taken = Iteration.objects.filter(
+            pk=self.iteration_id,
+            status__in=Iteration.ACTIVE,
+            worker=current.worker,
+            heartbeat_at=current.heartbeat_at,
+        ).update(
+            worker=self.worker,
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            started_at=current.started_at or now,
+        )
+        if taken:
+            Iteration.objects.filter(pk=self.iteration_id, status=Iteration.Status.QUEUED).update(
+                status=Iteration.Status.RUNNING
+            )
+        return bool(taken)
+
+    def beat(self) -> None:
+        renewed = Iteration.objects.filter(pk=self.iteration_id, worker=self.worker).update(
+            heartbeat_at=timezone.now()
+        )
+        if not renewed:
+            self.lost.set()
+
+    def start_heartbeat(self) -> None:
+        def renew() -> None:
+            try:
+                while not self._done.wait(settings.ITERATION_HEARTBEAT_SECONDS):
+                    self.beat()
+            finally:
+                connection.close()  # this thread's own connection
+
+        self._thread = threading.Thread(target=renew, name="iteration-heartbeat", daemon=True)
+        self._thread.start()
+
+    def release(self, **final: Any) -> None:
+        """Stop the heartbeat and give the lease up, writing `final` fields with it."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        Iteration.objects.filter(pk=self.iteration_id, worker=self.worker).update(
+            worker="", **final
+        )
+
+
+# --- running an iteration -----------------------------------------------------------------------
+
+
+def run_iteration(iteration_id: int) -> str:
+    """Work on an iteration until it is done, cancelled or failed, or until its lease is lost.
+    Returns what happened (for the task's log). A call for an iteration another live worker
+    holds, or one already finished, does nothing."""
+    close_old_connections()
+    lease = Lease(iteration_id, worker_identity())
+    if not lease.claim():
+        return "not claimed"
+    iteration = Iteration.objects.get(pk=iteration_id)
+    lease.start_heartbeat()
+    with iteration_log(iteration):
+        log.info("iteration %s: attempt %s by %s", iteration.pk, iteration.attempts, lease.worker)
+        try:
+            for step in iteration.steps.order_by("index"):
+                if step.status == IterationStep.Status.SUCCEEDED:
+                    continue
+                check_not_stopped(iteration, lease)
+                run_step(iteration, step, lease)
+        except Stopped:
+            if lease.lost.is_set():
+                log.warning("iteration %s: lease lost to another worker", iteration.pk)
+                lease.release()
+                return "lease lost"
+            log.info("iteration %s: cancelled", iteration.pk)
+            IterationStep.objects.filter(
+                iteration=iteration, status=IterationStep.Status.RUNNING
+            ).update(status=IterationStep.Status.CANCELLED, finished_at=timezone.now())
+            lease.release(status=Iteration.Status.CANCELLED, finished_at=timezone.now())
+            return "cancelled"
+        except Exception as error:
+            log.exception("iteration %s failed", iteration.pk)
+            message = f"{type(error).__name__}: {error}"
+            IterationStep.objects.filter(
+                iteration=iteration, status=IterationStep.Status.RUNNING
+            ).update(status=IterationStep.Status.FAILED, error=message, finished_at=timezone.now())
+            lease.release(
+                status=Iteration.Status.FAILED,
+                error=message,
+                traceback=traceback.format_exc(),
+                finished_at=timezone.now(),
+            )
+            return "failed"
+        log.info("iteration %s: succeeded", iteration.pk)
+        lease.release(
+            status=Iteration.Status.SUCCEEDED,
+            current_step="",
+            metrics=summary_metrics(iteration),
+            finished_at=timezone.now(),
+        )
+        return "succeeded"
+
+
+def check_not_stopped(iteration: Iteration, lease: Lease) -> None:
+    status = Iteration.objects.filter(pk=iteration.pk).values_list("status", flat=True).first()
+    if lease.lost.is_set() or status not in (Iteration.Status.RUNNING, Iteration.Status.QUEUED):
+        raise Stopped
+
+
+def run_step(iteration: Iteration, step: IterationStep, lease: Lease) -> None:
+    out = iteration.directory / step.name
+    out.mkdir(parents=True, exist_ok=True)
+    now = timezone.now()
+    IterationStep.objects.filter(pk=step.pk).update(
+        status=IterationStep.Status.RUNNING,
+        attempts=F("attempts") + 1,
+        output_dir=str(out.relative_to(settings.ARTIFACTS_ROOT)),
+        started_at=step.started_at or now,
+        error="",
+    )
+    Iteration.objects.filter(pk=iteration.pk).update(current_step=step.name, progress={})
+    log.info("iteration %s: step %s starts", iteration.pk, step.name)
+    started = time.monotonic()
+    try:
+        metrics = STEPS[step.name](Context(iteration, out, ProgressReport(iteration, lease)))
+    finally:
+        # Every attempt's time counts, the failed and the killed ones aside (those end here
+        # only if the process lives).
+        IterationStep.objects.filter(pk=step.pk).update(
+            seconds=F("seconds") + (time.monotonic() - started)
+        )
+    close_old_connections()
+    IterationStep.objects.filter(pk=step.pk).update(
+        status=IterationStep.Status.SUCCEEDED, metrics=metrics, finished_at=timezone.now()
+    )
+    log.info(
+        "iteration %s: step %s done in %.1f s", iteration.pk, step.name, time.monotonic() - started
+    )
+    faults.reached(f"pipeline:{step.name}")
+
+
+@contextmanager
+def iteration_log(iteration: Iteration) -> Iterator[None]:
+    """The iteration's log file (the API shows its tail): this module's records and the
+    training stages' while the iteration runs in this process."""
+    iteration.directory.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(iteration.log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger("rlhf")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
+
+
+class ProgressReport:
+    """The stages' progress callback: writes the step's progress to the iteration row (at most
+    once a second, and at the last step) and asks the stage to stop when the iteration is
+    being cancelled or this worker lost its lease. The status is read at every step."""
+
+    INTERVAL = 1.0
+
+    def __init__(self, iteration: Iteration, lease: Lease) -> None:
+        self.iteration_id = iteration.pk
+        self.lease = lease
+        self.started = time.monotonic()
+        self.first_step: int | None = None
+        self.last_write = 0.0
+
+    def __call__(self, step: int, total: int, loss: float, metrics: dict[str, float]) -> bool:
+        close_old_connections()
+        now = time.monotonic()
+        if self.first_step is None:
+            self.first_step, self.started = step - 1, now
+        if now - self.last_write >= self.INTERVAL or step >= total:
+            done = step - self.first_step
+            rate = done / (now - self.started) if now > self.started else 0.0
+            progress = {
+                "step": step,
+                "total": total,
+                "loss": loss if loss == loss else None,  # NaN is not JSON
+                "eta_seconds": round((total - step) / rate, 1) if rate else None,
+                "updated_at": timezone.now().isoformat(),
+            }
+            Iteration.objects.filter(pk=self.iteration_id).update(progress=progress)
+            self.last_write = now
+            log.info("step %s/%s loss %s", step, total, progress["loss"])
+        status = (
+            Iteration.objects.filter(pk=self.iteration_id).values_list("status", flat=True).first()
+        )
+        return self.lease.lost.is_set() or status != Iteration.Status.RUNNING
+
+
+# --- the steps ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    iteration: Iteration
+    out: Path
+    progress: ProgressReport
+
+    def config(self, stage: str, **pipeline: Any) -> Any:
+        return hyperparameters.stage_config(
+            stage,
+            self.iteration.device,
+            self.iteration.hyperparameters,
+            out=self.out,
+            **pipeline,
+        )
+
+    def output_of(self, step: str) -> Path:
+        return self.iteration.directory / step
+
+    @property
+    def comparisons(self) -> Path:
+        return self.output_of("export") / "comparisons.jsonl"
+
+    def reward_model(self, step: str) -> Path:
+        return self.output_of(step) / "model"
+
+    @property
+    def policy(self) -> Path:
+        """The iteration's new policy: what its last policy stage wrote."""
+        return self.output_of(Iteration.POLICY_STEPS[self.iteration.algorithm][-1]) / "model"
+
+
+def completed(out: Path, name: str = "metrics.json") -> dict[str, Any] | None:
+    """A stage's metrics if its run directory holds a finished run (the metrics file is
+    written last), so a step killed after its stage finished is not trained again."""
+    path = out / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_stage(
+    context: Context, function: Callable, config: Any, done_file: str = "metrics.json"
+) -> dict[str, Any]:
+    metrics = completed(context.out, done_file)
+    if metrics is None:
+        metrics = function(config, context.progress)
+    if metrics.get("stopped"):
+        raise Stopped
+    return {k: v for k, v in metrics.items() if k not in ("config", "history", "samples")}
+
+
+def export_step(context: Context) -> dict[str, Any]:
+    rows = list(training_records(context.iteration.batches))
+    heldout = sum(row["heldout"] for row in rows)
+    if heldout == len(rows):
+        raise ValueError("the batches have no training labels (every label is held out)")
+    write_jsonl(context.comparisons, rows)
+    per_batch: dict[str, int] = {}
+    for row in rows:
+        per_batch[row["batch"]] = per_batch.get(row["batch"], 0) + 1
+    return {
+        "rows": len(rows),
+        "train_rows": len(rows) - heldout,
+        "heldout_rows": heldout,
+        "rows_per_batch": per_batch,
+    }
+
+
+def reward_step(target: str) -> Callable[[Context], dict[str, Any]]:
+    step = f"reward_{target}"
+
+    def train(context: Context) -> dict[str, Any]:
+        config = context.config(
+            "reward",
+            data=context.comparisons,
+            # Each reward model starts from the policy the iteration improves (Llama 2).
+            policy=context.iteration.parent.directory,
+            target=target,
+        )
+        metrics = run_stage(context, train_reward_model, config)
+        register_version(
+            context.iteration,
+            step,
+            kind=RM_KINDS[step],
+            directory=context.out / "model",
+            metrics=metrics.get("heldout", {}),
+        )
+        return metrics
+
+    return train
+
+
+def rejection_step(context: Context) -> dict[str, Any]:
+    config = context.config(
+        "rejection_sampling",
+        data=context.comparisons,
+        policy=context.iteration.parent.directory,
+        helpfulness_rm=context.reward_model("reward_helpfulness"),
+        safety_rm=context.reward_model("reward_safety"),
+        # Llama 2 keeps the best samples of every earlier iteration in the pool.
+        previous_best=earlier_best_samples(context.iteration),
+    )
+    return run_stage(context, run_rejection_sampling, config)
+
+
+def ppo_step(context: Context) -> dict[str, Any]:
+    config = context.config(
+        "ppo",
+        data=context.comparisons,
+        policy=policy_before(context, "ppo"),
+        helpfulness_rm=context.reward_model("reward_helpfulness"),
+        safety_rm=context.reward_model("reward_safety"),
+    )
+    return run_stage(context, run_ppo, config)
+
+
+def dpo_step(context: Context) -> dict[str, Any]:
+    config = context.config(
+        "dpo", data=context.comparisons, policy=context.iteration.parent.directory
+    )
+    return run_stage(context, run_dpo, config)
+
+
+def evaluate_step(context: Context) -> dict[str, Any]:
+    config = context.config(
+        "evaluate",
+        data=context.comparisons,
+        policy=context.policy,
+        baseline=context.iteration.parent.directory,
+        helpfulness_rm=context.reward_model("reward_helpfulness"),
+        safety_rm=context.reward_model("reward_safety"),
+    )
+    return run_stage(context, evaluate_policy, config, done_file="eval.json")
+
+
+def publish_step(context: Context) -> dict[str, Any]:
+    iteration = context.iteration
+    evaluation = IterationStep.objects.get(iteration=iteration, name="evaluate").metrics
+    version = register_version(
+        iteration,
+        "policy",
+        kind=ModelVersion.Kind.POLICY,
+        directory=context.policy,
+        metrics={"evaluation": evaluation},
+    )
+    if iteration.auto_publish and version.status != ModelVersion.Status.PUBLISHED:
+        services.publish_version(version=version, actor=iteration.created_by)
+    version.refresh_from_db()
+    return {"version": version.name, "status": version.status}
+
+
+STEPS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "export": export_step,
+    "reward_helpfulness": reward_step("helpfulness"),
+    "reward_safety": reward_step("safety"),
+    "rejection_sampling": rejection_step,
+    "ppo": ppo_step,
+    "dpo": dpo_step,
+    "evaluate": evaluate_step,
+    "publish": publish_step,
+}
+
+
+def policy_before(context: Context, stage: str) -> Path:
+    """The policy a stage starts from: the previous policy stage's output, else the parent."""
+    stages = Iteration.POLICY_STEPS[context.iteration.algorithm]
+    index = stages.index(stage)
+    return (
+        context.output_of(stages[index - 1]) / "model"
+        if index
+        else context.iteration.parent.directory
+    )
+
+
+def earlier_best_samples(iteration: Iteration) -> list[Path]:
+    steps = IterationStep.objects.filter(
+        name="rejection_sampling",
+        status=IterationStep.Status.SUCCEEDED,
+        iteration__pk__lt=iteration.pk,
+    ).order_by("iteration_id")
+    return [path for step in steps if (path := step.directory / "best.jsonl").exists()]
+
+
+def version_name(iteration: Iteration, what: str) -> str:
+    return f"iteration-{iteration.pk}-{what.replace('_', '-')}"
+
+
+def register_version(
+    iteration: Iteration, what: str, *, kind: str, directory: Path, metrics: dict[str, Any]
+) -> ModelVersion:
+    """The model a step trained as a READY version (once: a step run again finds it)."""
+    version, created = ModelVersion.objects.get_or_create(
+        name=version_name(iteration, what),
+        defaults={
+            "kind": kind,
+            "artifact_path": str(directory.relative_to(settings.ARTIFACTS_ROOT)),
+            "parent": iteration.parent,
+            "iteration": iteration,
+            "trained_on": iteration.batches,
+            "metrics": metrics,
+            "source": f"iteration {iteration.pk}",
+        },
+    )
+    if created or version.status == ModelVersion.Status.IMPORTING:
+        version = services.register_checkpoint(version)
+    return version
+
+
+def summary_metrics(iteration: Iteration) -> dict[str, Any]:
+    """What the iteration's row shows: per step the headline figures."""
+    steps = {s.name: s.metrics for s in iteration.steps.all()}
+    summary: dict[str, Any] = {
+        "seconds": {s.name: round(s.seconds, 1) for s in iteration.steps.all()}
+    }
+    for name in Iteration.REWARD_STEPS:
+        heldout = steps.get(name, {}).get("heldout", {})
+        summary[name] = {
+            "accuracy": heldout.get("accuracy"),
+            "accuracy_by_strength": heldout.get("accuracy_by_strength"),
+        }
+    evaluation = steps.get("evaluate", {})
+    summary["evaluate"] = {
+        key: evaluation.get(key)
+        for key in ("win_rate", "mean_reward_policy", "mean_reward_baseline", "kl_to_baseline")
+    }
+    summary["published"] = steps.get("publish", {}).get("version")
+    return summary
+
+
+def requeue_stale(now=None) -> list[int]:
+    """Enqueue again every active iteration no live worker is working on: running ones whose
+    lease is free (stale, or its process gone), and queued ones old enough that their message
+    may have been lost with the broker. A duplicate message is harmless: the lease lets one
+    worker in."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.ITERATION_STALE_SECONDS)
+    ids = [
+        iteration.pk
+        for iteration in Iteration.objects.filter(status__in=Iteration.ACTIVE)
+        if (lease_is_free(iteration, now) if iteration.worker else iteration.created_at < stale)
+    ]
+    for iteration_id in ids:
+        services.enqueue_iteration(iteration_id)
+    return ids

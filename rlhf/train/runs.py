@@ -5,6 +5,7 @@ A run directory holds
 
     model/          the trained model (Tandem checkpoint), written once training is done
     metrics.json    the stage's metrics, written after model/
+    tensorboard/    every step's loss and metrics as TensorBoard event files, as it goes
     resume.pt       the training state every `checkpoint_every` steps (and on a stop request):
                     trained weights, optimizer and scheduler states, RNG states, the step reached
                     and the metrics so far; removed when the run completes
@@ -36,6 +37,7 @@ from modelcore.model import LlamaLM, ScalarModel
 from modelcore.tokenizer import Tokenizer
 from rlhf.train import faults
 from rlhf.train.distributed import Distributed, setup
+from rlhf.train.scalars import TensorBoardLog
 from rlhf.train.trainable import full_state_dict, plain_copy, select_trainable
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -126,6 +128,10 @@ class Run:
     def model_dir(self) -> Path:
         return self.out / "model"
 
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.out / "tensorboard"
+
     def load_policy(self, path: str | Path) -> tuple[LlamaLM, Tokenizer]:
         checkpoint = load_checkpoint(path, dtype=self.dtype, device=self.device)
         if not isinstance(checkpoint.model, LlamaLM):
@@ -177,19 +183,27 @@ class Run:
         assert isinstance(self.config, TrainConfig), "only training stages train"
         history = self.history
         start = self._resume(history, trained, optimizers, schedulers)
-        for index in range(start, total):
-            loss, metrics = step(index)
-            history.steps.append({"step": index + 1, "loss": loss, **metrics})
-            wants_stop = False
-            if self.progress is not None and self.dist.is_main:
-                wants_stop = bool(self.progress(index + 1, total, loss, metrics))
-            history.stopped = self.dist.broadcast_flag(wants_stop)
-            every = self.config.checkpoint_every
-            if history.stopped or (every and (index + 1) % every == 0 and index + 1 < total):
-                self._save_resume(index + 1, history, trained, optimizers, schedulers)
-            faults.reached(f"{self.out.name}:{index + 1}")
-            if history.stopped or (finished is not None and finished(history.steps)):
-                break
+        log = TensorBoardLog(self.tensorboard_dir, history.steps) if self.dist.is_main else None
+        try:
+            for index in range(start, total):
+                loss, metrics = step(index)
+                record = {"step": index + 1, "loss": loss, **metrics}
+                history.steps.append(record)
+                if log is not None:
+                    log.add(record)
+                wants_stop = False
+                if self.progress is not None and self.dist.is_main:
+                    wants_stop = bool(self.progress(index + 1, total, loss, metrics))
+                history.stopped = self.dist.broadcast_flag(wants_stop)
+                every = self.config.checkpoint_every
+                if history.stopped or (every and (index + 1) % every == 0 and index + 1 < total):
+                    self._save_resume(index + 1, history, trained, optimizers, schedulers)
+                faults.reached(f"{self.out.name}:{index + 1}")
+                if history.stopped or (finished is not None and finished(history.steps)):
+                    break
+        finally:
+            if log is not None:
+                log.close()
         return history
 
     def cached(self, name: str, compute: Callable[[], Any]) -> Any:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.testing import assert_close
 from train_fixtures import tiny_policy, tiny_tokenizer
 
@@ -50,6 +51,27 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert_close(
         torch.tensor([h["loss"] for h in losses[0]]), torch.tensor([h["loss"] for h in losses[1]])
     )
+
+
+def assert_tensorboard_matches_history(run_dir: Path) -> None:
+    """The TensorBoard log holds every step of metrics.json's history once (as float32)."""
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    names = {name for record in history for name in record} - {"step"}
+    assert set(events.Tags()["scalars"]) == names
+    for name in names:
+        logged = [(e.step, e.value) for e in events.Scalars(name)]
+        expected = [(h["step"], h[name]) for h in history if name in h]
+        assert [step for step, _ in logged] == [step for step, _ in expected], name
+        assert_close(
+            torch.tensor([value for _, value in logged]),
+            torch.tensor([value for _, value in expected]),
+            rtol=0,
+            atol=0,
+            msg=name,
+        )
 
 
 class StopAt:
@@ -93,6 +115,7 @@ def test_reward_model_resumes_after_a_stop_exactly(
     train_reward_model(config(tmp_path / "resumed"))
     assert not (tmp_path / "resumed" / "resume.pt").exists()
     assert_same_run(tmp_path / "whole", tmp_path / "resumed")
+    assert_tensorboard_matches_history(tmp_path / "resumed")
 
 
 def test_sft_killed_mid_run_resumes_to_the_same_model(
@@ -136,6 +159,8 @@ def test_sft_killed_mid_run_resumes_to_the_same_model(
     resumed = subprocess.run(command(out), cwd=REPO, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(tmp_path / "whole", out)
+    # The killed run had logged step 3, which the resumed one did again: once in the log.
+    assert_tensorboard_matches_history(out)
 
 
 def test_dpo_with_lora_resumes_and_reuses_reference_logprobs(

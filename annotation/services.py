@@ -34,9 +34,9 @@ from annotation.models import (
     Turn,
     other_side,
 )
-from annotation.serving import chat_format
 from modelcore.chat import Message
 from rlhf.models import ModelVersion
+from rlhf.serving import chat_format
 
 # Limits on what an annotator may send with a label.
 MAX_EDIT_CHARS = 20_000

@@ -12,9 +12,9 @@ from django.utils import timezone
 
 from annotation.models import Comparison, Response
 from annotation.services import open_next_batch
-from annotation.serving import sample_reply
 from modelcore.chat import Message
 from modelcore.sampling import SamplingParams
+from rlhf.serving import sample_reply
 
 log = logging.getLogger(__name__)
 

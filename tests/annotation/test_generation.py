@@ -91,7 +91,7 @@ def test_a_dialogue_continues_from_the_preferred_reply(
 def test_a_model_that_cannot_load_fails_the_comparison_visibly(
     batch, make_user, eager_tasks, django_capture_on_commit_callbacks, tiny_model_dir, tmp_path
 ):
-    from annotation.serving import _policy
+    from rlhf.serving import _sampling_policy
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
@@ -99,7 +99,7 @@ def test_a_model_that_cannot_load_fails_the_comparison_visibly(
     batch.model_b.artifact_path = str(broken)  # absolute: joined to ARTIFACTS_ROOT it stays so
     batch.model_b.sha256 = "0" * 64
     batch.model_b.save()
-    _policy.cache_clear()
+    _sampling_policy.cache_clear()
     with django_capture_on_commit_callbacks(execute=True):
         comparison = services.start_dialogue(
             author=make_user("alice"), prompt="Hi", guideline="helpfulness"
@@ -114,36 +114,3 @@ def test_a_model_that_cannot_load_fails_the_comparison_visibly(
             services.LabelInput("left", "better", "both_safe", 1),
         )
     assert Response.objects.filter(comparison=comparison, side="b", finish_reason="").exists()
-
-
-def test_threads_sampling_with_one_model_take_turns(tiny_version):
-    """A threaded pool (or tasks run inline by a threaded server) shares the cached model and
-    its KV caches; sampling must not interleave."""
-    import threading
-    import time
-
-    from annotation.serving import sample_reply
-    from modelcore.chat import Message
-    from modelcore.sampling import SamplingParams
-
-    params = SamplingParams(max_new_tokens=24, temperature=1.0, seed=3)
-    results, errors = [], []
-
-    def sample():
-        try:
-            # Streaming writes to the database wait on I/O: the other threads run meanwhile.
-            _, completion = sample_reply(
-                tiny_version, [Message("user", "Hi")], params, lambda _: time.sleep(0.002)
-            )
-            results.append(completion.tokens)
-        except Exception as error:
-            errors.append(error)
-
-    sample()  # loads the model into the process's cache, so the threads share it
-    threads = [threading.Thread(target=sample) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
-    assert len(results) == 4 and all(r == results[0] for r in results)  # same seed, same tokens

@@ -15,9 +15,9 @@ import torch
 from playwright.sync_api import expect
 
 from annotation.models import Batch, Comparison, Label, Turn
-from annotation.serving import chat_format, sample_reply
 from modelcore.chat import Message
 from modelcore.sampling import SamplingParams
+from rlhf.serving import chat_format, sample_reply
 from tests.django_fixtures import register
 from tests.frontend.conftest import log_in
 

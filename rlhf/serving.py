@@ -1,0 +1,137 @@
+"""Model versions put to work: a version's checkpoint loaded on the serving device
+(settings.SERVING_DEVICE), its chat format, and sampling a reply. The generate worker samples
+the annotators' pairs through it, and the loop loads the versions it starts from through it.
+
+The chat format and the sampling model are cached per process, keyed by the version's digest,
+so a worker loads each model once and a republished version under the same name is never
+served stale. Nothing here touches CUDA before a model is loaded, so importing it in the parent
+of a prefork worker is safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from django.conf import settings
+
+from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
+from modelcore.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_digest,
+    load_checkpoint,
+    read_json,
+)
+from modelcore.cpu_sampling import prepare_for_cpu_sampling
+from modelcore.model import LlamaLM
+from modelcore.sampling import Completion, SamplingParams, generate
+from modelcore.tokenizer import StreamDecoder, Tokenizer
+from rlhf.models import ModelVersion
+
+# A model samples through KV caches it holds as state, so two threads must not sample with the
+# same model at once (a threaded worker pool, or tasks run inline by a threaded web server).
+_sampling = threading.Lock()
+
+
+def serving_device() -> torch.device:
+    """The device models are served on: settings.SERVING_DEVICE, where "auto" is the GPU when
+    this process has one, else the CPU."""
+    if settings.SERVING_DEVICE == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(settings.SERVING_DEVICE)
+
+
+def load_version(version: ModelVersion, *, device: torch.device | None = None) -> Checkpoint:
+    """A fresh copy of `version`'s model (policy or reward model) and tokenizer on `device`
+    (default: the serving device), in bfloat16 on a GPU and float32 elsewhere."""
+    return _load(version.directory, version.sha256, device or serving_device())
+
+
+def _load(directory: Path, sha256: str, device: torch.device) -> Checkpoint:
+    # Every file is checked against the manifest, and the manifest against the digest recorded
+    # for the version: a directory rewritten since it was registered is refused, not served.
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    checkpoint = load_checkpoint(directory, dtype=dtype, device=device)
+    if checkpoint_digest(directory) != sha256:
+        raise CheckpointError(
+            f"{directory}: not the files registered for this model version (the manifest's "
+            "digest differs from the recorded one)"
+        )
+    return checkpoint
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    tokenizer: Tokenizer
+    template: ChatTemplate
+    max_seq_len: int
+
+    def encode_prompt(self, messages: list[Message]) -> list[int]:
+        """The ids the model samples from; ValueError names what is wrong with the dialogue."""
+        return encode_dialogue(
+            self.tokenizer, self.template, messages, add_generation_prompt=True
+        ).ids
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+
+def chat_format(version: ModelVersion) -> ChatFormat:
+    """The version's tokenizer and chat template, without loading its weights (the web process
+    counts and checks prompts with it)."""
+    return _chat_format(str(version.directory), version.sha256)
+
+
+@functools.lru_cache(maxsize=8)
+def _chat_format(directory: str, sha256: str) -> ChatFormat:
+    tokenizer = Tokenizer.load(directory)
+    config = read_json(Path(directory) / "config.json")
+    return ChatFormat(
+        tokenizer=tokenizer,
+        template=ChatTemplate.for_tokenizer(tokenizer),
+        max_seq_len=int(config["model"]["max_seq_len"]),
+    )
+
+
+def sample_reply(
+    version: ModelVersion,
+    messages: list[Message],
+    params: SamplingParams,
+    on_text: Callable[[str], None],
+) -> tuple[str, Completion]:
+    """Sample the assistant's reply to `messages` with the version's policy on the serving
+    device; `on_text` receives the text so far as it grows. Returns the final text and the
+    completion."""
+    model = _sampling_policy(str(version.directory), version.sha256)
+    chat = chat_format(version)
+    prompt = chat.encode_prompt(messages)
+    params = dataclasses.replace(params, stop_ids=tuple(stop_ids(chat.tokenizer, chat.template)))
+    stream = StreamDecoder(chat.tokenizer, skip_special_tokens=True)
+    pieces: list[str] = []
+
+    def collect(tokens: list[int | None]) -> None:
+        if tokens[0] is not None:
+            pieces.append(stream.push(tokens[0]))
+            on_text("".join(pieces))
+
+    with _sampling:
+        [completion] = generate(
+            model, [prompt], params, pad_id=chat.tokenizer.pad_id or 0, on_tokens=collect
+        )
+    pieces.append(stream.flush())
+    return "".join(pieces).strip(), completion
+
+
+@functools.lru_cache(maxsize=2)  # the batch's two variants
+def _sampling_policy(directory: str, sha256: str) -> LlamaLM:
+    device = serving_device()
+    model = _load(Path(directory), sha256, device).model.eval()
+    if device.type == "cpu":
+        prepare_for_cpu_sampling(model)
+    return model

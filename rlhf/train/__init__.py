@@ -34,13 +34,22 @@ format, validated before anything else happens (`rlhf.train.data`; a bad line ra
 Run directory and resume: with `checkpoint_every=N` the training state is saved to
 out/resume.pt every N steps, and when the callback asks to stop. Calling the same function
 with the same config again resumes from there and ends with the result of an uninterrupted run.
-A stopped run returns `{"stopped": True, "history": [...]}`.
+A stopped run returns `{"stopped": True, "history": [...]}`. Every step's loss and metrics also
+go to TensorBoard event files in out/tensorboard/.
+
+Progress phases: the callback's `metrics.phase` is "train" (optimizer steps), "sample" (the
+generation chunks of rejection sampling and evaluation; loss NaN) or "heldout" (PPO's held-out
+evaluation); a stop while sampling ends the stage within one chunk (see `runs.Progress`).
+
+Configs from plain values: `rlhf.train.configs.build_config(RewardConfig, {"batch-size": "16",
+...})` converts and checks them, raising `ConfigError` (`.field`, `.message`); `config_fields`
+describes every field (name, type, required, default, help).
 
 Cheap modes: `train_layers=N` trains the top N decoder blocks only; `lora_rank=r` trains LoRA
 adapters instead of the weights.
 
 Command line: `python -m rlhf.train {sft,reward,rejection,ppo,dpo,eval} --help`; the options
-are the config fields. Data parallel: `torchrun --nproc-per-node N -m rlhf.train ...` (DDP on
+are the config fields, and `--config FILE` (YAML or JSON) gives them from a file. Data parallel: `torchrun --nproc-per-node N -m rlhf.train ...` (DDP on
 CPU with gloo or on GPUs with NCCL; `--strategy fsdp` shards per decoder block, for every stage
 but PPO, which samples between steps). The
 Python functions work under torchrun the same way.
@@ -52,7 +61,7 @@ from rlhf.train.evaluate import EvalConfig, evaluate_policy
 from rlhf.train.ppo import PPOConfig, run_ppo
 from rlhf.train.rejection import RejectionConfig, run_rejection_sampling
 from rlhf.train.reward import RewardConfig, train_reward_model
-from rlhf.train.runs import Progress
+from rlhf.train.runs import PhaseMetrics, Progress
 from rlhf.train.sft import SFTConfig, run_sft
 
 __all__ = [
@@ -60,6 +69,7 @@ __all__ = [
     "DataError",
     "EvalConfig",
     "PPOConfig",
+    "PhaseMetrics",
     "Progress",
     "RejectionConfig",
     "RewardConfig",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from rlhf.train.evaluate import EvalConfig, evaluate_policy
 from rlhf.train.ppo import PPOConfig, run_ppo
 from rlhf.train.rejection import RejectionConfig, run_rejection_sampling
 from rlhf.train.reward import RewardConfig, train_reward_model
-from rlhf.train.runs import RunConfig
+from rlhf.train.runs import TRAIN, RunConfig
 from rlhf.train.sft import SFTConfig, run_sft
 
 STAGES: dict[str, tuple[type[RunConfig], Callable[..., dict[str, Any]]]] = {
@@ -39,17 +40,23 @@ STAGES: dict[str, tuple[type[RunConfig], Callable[..., dict[str, Any]]]] = {
 
 
 class TqdmProgress:
-    """A progress callback drawing a tqdm bar; it never asks to stop."""
+    """A progress callback drawing a tqdm bar per phase (see `Progress`); it never asks to stop."""
 
-    def __init__(self, description: str) -> None:
-        self.description = description
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
         self.bar: tqdm | None = None
+        self.phase: str | None = None
 
     def __call__(self, step: int, total: int, loss: float, metrics: dict[str, float]) -> bool:
-        if self.bar is None:
-            self.bar = tqdm(total=total, initial=step - 1, desc=self.description, file=sys.stderr)
+        phase = getattr(metrics, "phase", TRAIN)
+        if self.bar is None or phase != self.phase or total != self.bar.total or step <= self.bar.n:
+            self.close()  # a new phase, or the same again (evaluation samples twice)
+            description = self.stage if phase == TRAIN else f"{self.stage} {phase}"
+            self.bar = tqdm(total=total, initial=step - 1, desc=description, file=sys.stderr)
+            self.phase = phase
         self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if not math.isnan(loss):
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         return False
 
     def close(self) -> None:

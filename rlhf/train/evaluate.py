@@ -22,9 +22,9 @@ import torch
 from modelcore.model import LlamaLM
 from rlhf.train.data import read_prompts
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, token_logprobs
-from rlhf.train.judge import JudgedSamplingConfig, load_judge, sample_exchanges
+from rlhf.train.judge import JudgedSamplingConfig, load_judge, sample_reported
 from rlhf.train.rejection import unique_prompts
-from rlhf.train.runs import Progress, Run, RunConfig, doc, write_json
+from rlhf.train.runs import SAMPLE, Progress, Run, RunConfig, doc, stoppable, write_json
 
 
 @dataclass(kw_only=True)
@@ -37,6 +37,7 @@ class EvalConfig(JudgedSamplingConfig, RunConfig):
     temperature: float = field(default=0.7, metadata=doc("sampling temperature; 0: greedy"))
 
 
+@stoppable
 def evaluate_policy(config: EvalConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Win rate, rewards and KL of a policy against a baseline; returns (and writes) them."""
     prompts = unique_prompts(p for p in read_prompts(config.data) if p.heldout)
@@ -50,14 +51,16 @@ def evaluate_policy(config: EvalConfig, progress: Progress | None = None) -> dic
     mine = run.dist.shard(prompts)
 
     def answers(model: LlamaLM) -> list[Exchange]:
-        return sample_exchanges(
+        return sample_reported(
+            run,
+            config,
             model.eval(),
             encoder,
             mine,
-            temperature=config.temperature,
-            max_new_tokens=config.max_new_tokens,
             seed=config.seed * 1_000_003 + run.dist.rank,
-            batch_size=config.generation_batch_size,
+            temperature=config.temperature,
+            phase=SAMPLE,
+            stop_at_once=True,
         )
 
     new, old = answers(policy), answers(baseline)

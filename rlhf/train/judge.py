@@ -8,6 +8,7 @@ score alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from modelcore.sampling import SamplingParams, generate
 from rlhf.train.data import Prompt
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch
 from rlhf.train.losses import piecewise_reward
-from rlhf.train.runs import Run, doc
+from rlhf.train.runs import Run, Stopped, doc
 
 
 @dataclass(kw_only=True)
@@ -96,6 +97,40 @@ def load_judge(run: Run, config: JudgedSamplingConfig, encoder: ChatEncoder) -> 
         pad_id=encoder.pad_id,
         batch_size=config.score_batch_size,
     )
+
+
+def sample_reported(
+    run: Run,
+    config: JudgedSamplingConfig,
+    policy: LlamaLM,
+    encoder: ChatEncoder,
+    prompts: Sequence[Prompt],
+    *,
+    seed: int,
+    temperature: float,
+    phase: str,
+    stop_at_once: bool,
+) -> list[Exchange]:
+    """`sample_exchanges` of this rank's `prompts` (the same samples), chunk by chunk, each
+    reported to the run's progress callback as `phase`. With `stop_at_once` a stop request
+    raises `Stopped` after the chunk; without, it is left for the run's next step to take."""
+    size = config.generation_batch_size
+    # Every rank reports as many chunks: each report is a collective (the stop flag).
+    total = max(run.dist.gather([math.ceil(len(prompts) / size)]))
+    exchanges: list[Exchange] = []
+    for chunk in range(total):
+        exchanges += sample_exchanges(
+            policy,
+            encoder,
+            prompts[chunk * size : (chunk + 1) * size],
+            temperature=temperature,
+            max_new_tokens=config.max_new_tokens,
+            seed=seed + chunk,  # as sample_exchanges seeds its chunks
+            batch_size=size,
+        )
+        if run.report(phase, chunk + 1, total) and stop_at_once:
+            raise Stopped(phase)
+    return exchanges
 
 
 def sample_exchanges(

@@ -30,7 +30,13 @@ from modelcore.model import LlamaLM, ScalarModel
 from modelcore.optim import make_adamw
 from rlhf.train.data import Prompt, read_prompts
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, token_logprobs
-from rlhf.train.judge import JudgedSamplingConfig, RewardJudge, load_judge, sample_exchanges
+from rlhf.train.judge import (
+    JudgedSamplingConfig,
+    RewardJudge,
+    load_judge,
+    sample_exchanges,
+    sample_reported,
+)
 from rlhf.train.losses import (
     clipped_value_loss,
     gae,
@@ -41,6 +47,7 @@ from rlhf.train.losses import (
 )
 from rlhf.train.rejection import unique_prompts
 from rlhf.train.runs import (
+    HELDOUT,
     OptimizerConfig,
     Progress,
     Run,
@@ -48,6 +55,7 @@ from rlhf.train.runs import (
     accumulate,
     doc,
     optimizer_step,
+    stoppable,
 )
 from rlhf.train.trainable import count_parameters, freeze
 
@@ -143,6 +151,7 @@ def shifted_values(value: ScalarModel, tokens: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.zeros_like(values[:, :1]), values[:, :-1]], dim=1)
 
 
+@stoppable
 def run_ppo(config: PPOConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Train the policy with PPO; returns (and writes) the reward, KL and held-out curves."""
     rows = unique_prompts(read_prompts(config.data))
@@ -174,7 +183,9 @@ def run_ppo(config: PPOConfig, progress: Progress | None = None) -> dict[str, An
     objective = PPOObjective(policy, value, config.clip, config.value_clip)
     trainer = PPOTrainer(run, config, encoder, judge, reference, objective, optimizers)
     evaluating = bool(heldout_prompts and config.eval_every)
-    initial = run.cached("heldout_initial.pt", lambda: trainer.heldout_reward(heldout_prompts))
+    initial = run.cached(
+        "heldout_initial.pt", lambda: trainer.heldout_reward(heldout_prompts, stop_at_once=True)
+    )
 
     def step(index: int) -> tuple[float, dict[str, float]]:
         start = index * config.batch_size
@@ -183,7 +194,8 @@ def run_ppo(config: PPOConfig, progress: Progress | None = None) -> dict[str, An
         ]
         metrics = trainer.step(index, run.dist.shard(prompts))
         if evaluating and (index + 1) % config.eval_every == 0:
-            metrics["heldout_reward"] = trainer.heldout_reward(heldout_prompts)
+            # A stop asked for meanwhile waits for the step's end: the step is then complete.
+            metrics["heldout_reward"] = trainer.heldout_reward(heldout_prompts, stop_at_once=False)
             earlier = [h["heldout_reward"] for h in run.history.steps if "heldout_reward" in h]
             if metrics["heldout_reward"] > max([initial, *earlier]):
                 run.save_model(policy, tokenizer)  # model/ holds the best policy so far
@@ -335,17 +347,19 @@ class PPOTrainer:
                 totals[name] = totals.get(name, 0.0) + value / len(minibatches)
         return totals
 
-    def heldout_reward(self, prompts: Sequence[Prompt]) -> float:
+    def heldout_reward(self, prompts: Sequence[Prompt], *, stop_at_once: bool) -> float:
         """Mean R_c of greedy responses to the held-out prompts."""
         mine = self.run.dist.shard(prompts)
-        exchanges = sample_exchanges(
+        exchanges = sample_reported(
+            self.run,
+            self.config,
             self.objective.policy,
             self.encoder,
             mine,
-            temperature=0.0,
-            max_new_tokens=self.config.max_new_tokens,
             seed=0,
-            batch_size=self.config.generation_batch_size,
+            temperature=0.0,
+            phase=HELDOUT,
+            stop_at_once=stop_at_once,
         )
         judged = self.judge(exchanges, [p.risky for p in mine]).combined
         totals = self.run.dist.sum(torch.tensor([judged.sum().item(), float(len(mine))]))

@@ -25,8 +25,8 @@ from rlhf.train.data import (
     write_jsonl,
 )
 from rlhf.train.encoding import ChatEncoder
-from rlhf.train.judge import JudgedSamplingConfig, RewardJudge, load_judge, sample_exchanges
-from rlhf.train.runs import Progress, Run, doc, write_json
+from rlhf.train.judge import JudgedSamplingConfig, RewardJudge, load_judge, sample_reported
+from rlhf.train.runs import SAMPLE, Progress, Run, doc, stoppable, write_json
 from rlhf.train.sft import SFTConfig, fine_tune
 
 
@@ -44,6 +44,7 @@ class RejectionConfig(JudgedSamplingConfig, SFTConfig):
     )
 
 
+@stoppable
 def run_rejection_sampling(
     config: RejectionConfig, progress: Progress | None = None
 ) -> dict[str, Any]:
@@ -88,14 +89,16 @@ def sample_targets(
     def sample_and_judge() -> dict[str, list[Any]]:
         mine = run.dist.shard(prompts)
         repeated = [p for p in mine for _ in range(config.samples)]
-        exchanges = sample_exchanges(
+        exchanges = sample_reported(
+            run,
+            config,
             policy,
             encoder,
             repeated,
-            temperature=config.temperature,
-            max_new_tokens=config.max_new_tokens,
             seed=config.seed * 1_000_003 + run.dist.rank,
-            batch_size=config.generation_batch_size,
+            temperature=config.temperature,
+            phase=SAMPLE,
+            stop_at_once=True,
         )
         rewards = judge(exchanges, [p.risky for p in repeated]).combined.tolist()
         k = config.samples

@@ -17,12 +17,15 @@ uninterrupted run ends.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import random
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -42,9 +45,53 @@ from rlhf.train.trainable import full_state_dict, plain_copy, select_trainable
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
-# (step, total steps, loss, metrics) -> True to stop. The run then writes resume.pt, so calling the
-# stage again with the same config carries on from there.
 Progress = Callable[[int, int, float, dict[str, float]], bool | None]
+"""(step, total, loss, metrics) -> True to stop. `metrics` is a `PhaseMetrics`: a dict of floats
+whose `phase` attribute says what step and total count.
+
+    "train"    optimizer steps; loss and metrics are the step's. A stop writes resume.pt, and
+               calling the stage again with the same config carries on from there.
+    "sample"   generation chunks: rejection sampling's K responses per prompt, evaluation's
+               answers (the policy's, then the baseline's: 1..total twice). Loss is NaN and
+               metrics holds nothing else. A stop ends the stage after the chunk; it returns
+               {"stopped": True, "phase": "sample", "history": []} and keeps nothing of the
+               phase, so calling it again samples again (the same samples: chunks are seeded).
+    "heldout"  PPO's held-out evaluation (greedy responses) before training and every
+               `eval_every` steps, reported as "sample" is. A stop before training ends the
+               stage as in "sample"; during training it takes effect at the end of the step.
+"""
+TRAIN, SAMPLE, HELDOUT = "train", "sample", "heldout"
+Stage = TypeVar("Stage", bound=Callable[..., dict[str, Any]])
+
+
+class PhaseMetrics(dict[str, float]):
+    """A progress report's metrics, with the phase they come from (see `Progress`)."""
+
+    def __init__(self, metrics: dict[str, float], phase: str) -> None:
+        super().__init__(metrics)
+        self.phase = phase
+
+
+class Stopped(Exception):
+    """The progress callback asked to stop a phase that keeps nothing of its partial work."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(f"stopped during {phase}")
+        self.phase = phase
+
+
+def stoppable(stage: Stage) -> Stage:
+    """`stage`, returning {"stopped": True, "phase": ..., "history": []} when one of its phases
+    raised `Stopped`."""
+
+    @functools.wraps(stage)
+    def run_stage(config: Any, progress: Progress | None = None) -> dict[str, Any]:
+        try:
+            return stage(config, progress)
+        except Stopped as stop:
+            return {"stopped": True, "phase": stop.phase, "history": []}
+
+    return typing.cast(Stage, run_stage)
 
 
 def doc(help: str) -> dict[str, str]:
@@ -118,6 +165,7 @@ class Run:
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.history = History()
+        self.stop_requested = False
         seed_everything(config.seed)
 
     @property
@@ -155,6 +203,23 @@ class Run:
             lora_alpha=config.lora_alpha,
         )
 
+    def report(
+        self,
+        phase: str,
+        step: int,
+        total: int,
+        loss: float = math.nan,
+        metrics: dict[str, float] | None = None,
+    ) -> bool:
+        """Tell the progress callback (rank 0's); returns on every rank whether a stop has been
+        asked for, by this report or an earlier one."""
+        wants_stop = False
+        if self.progress is not None and self.dist.is_main:
+            report = PhaseMetrics(metrics or {}, phase)
+            wants_stop = bool(self.progress(step, total, loss, report))
+        self.stop_requested |= self.dist.broadcast_flag(wants_stop)
+        return self.stop_requested
+
     def check_batch(self, batch_size: int, name: str = "batch_size") -> None:
         if batch_size < 1 or batch_size % self.dist.world:
             raise ValueError(
@@ -191,10 +256,7 @@ class Run:
                 history.steps.append(record)
                 if log is not None:
                     log.add(record)
-                wants_stop = False
-                if self.progress is not None and self.dist.is_main:
-                    wants_stop = bool(self.progress(index + 1, total, loss, metrics))
-                history.stopped = self.dist.broadcast_flag(wants_stop)
+                history.stopped = self.report(TRAIN, index + 1, total, loss, metrics)
                 every = self.config.checkpoint_every
                 if history.stopped or (every and (index + 1) % every == 0 and index + 1 < total):
                     self._save_resume(index + 1, history, trained, optimizers, schedulers)

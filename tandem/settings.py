@@ -39,6 +39,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # The research API's OpenAPI schema, and Swagger UI served from the package's own static
+    # files (no CDN).
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "rlhf",
     "annotation",
     "frontend",
@@ -141,6 +145,34 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The research API's expensive requests (rlhf/api.py), per user: starting an iteration
+    # (GPU hours) and exports (a model archive, a batch's labels streamed from the database).
+    "DEFAULT_THROTTLE_RATES": {"iteration-start": "30/hour", "export": "120/hour"},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Tandem research API",
+    "DESCRIPTION": "Start and follow iterations of the RLHF loop, publish or roll back model "
+    "versions, export labels and models. Researchers and admins only: an API token "
+    "(`Authorization: Bearer <token>`) or a logged-in session.",
+    "VERSION": "1",
+    "PREPROCESSING_HOOKS": ["rlhf.api.research_endpoints_only"],
+    # Several models have a `status`; each choice set gets its own name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "IterationStatusEnum": "rlhf.models.Iteration.Status",
+        "IterationStepStatusEnum": "rlhf.models.IterationStep.Status",
+        "ModelVersionStatusEnum": "rlhf.models.ModelVersion.Status",
+        "BatchStatusEnum": "annotation.models.Batch.Status",
+    },
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [
+        "rlhf.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "SERVE_PERMISSIONS": ["rlhf.authentication.IsResearcher"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: queues `default`, `generate` (sampling for annotators) and `train` (GPU jobs). Without

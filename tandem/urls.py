@@ -10,5 +10,6 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("annotate/api/", include("annotation.api_urls")),
+    path("api/", include("rlhf.api_urls")),
     path("", include("frontend.urls")),
 ]

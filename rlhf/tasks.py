@@ -24,9 +24,7 @@ log = logging.getLogger(__name__)
 # once that lease is stale or its process is gone (see rlhf.pipeline).
 @shared_task(name="rlhf.tasks.train_iteration", acks_late=False)
 def train_iteration(iteration_id: int) -> str:
-    outcome = pipeline.run_iteration(iteration_id)
-    log.info("iteration %s: %s", iteration_id, outcome)
-    return outcome
+    return pipeline.run_iteration(iteration_id)
 
 
 @shared_task(name="rlhf.tasks.requeue_stale_iterations")

@@ -25,4 +25,4 @@ fi
 .venv/bin/python -m pytest "$@"
 DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}" \
 REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}" \
-  .venv/bin/python -m pytest -p no:cacheprovider tests/tandem tests/annotation tests/admin_export tests/frontend tests/benchmarks "$@"
+  .venv/bin/python -m pytest -p no:cacheprovider tests/tandem tests/annotation tests/admin_export tests/frontend tests/benchmarks tests/rlhf tests/loop "$@"

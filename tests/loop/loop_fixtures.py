@@ -18,8 +18,10 @@ FAST = {
     "rejection_sampling": {
         "samples": 2,
         "max_new_tokens": 8,
-        "batch_size": 4,
-        "micro_batch_size": 4,
+        # Short rows: packing puts one exchange in each, so the fine-tuning has steps to kill.
+        "max_seq_len": 96,
+        "batch_size": 2,
+        "micro_batch_size": 2,
         "checkpoint_every": 2,
     },
     "dpo": {"batch_size": 4, "micro_batch_size": 4, "checkpoint_every": 2},

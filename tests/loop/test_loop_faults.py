@@ -45,7 +45,8 @@ def test_a_killed_worker_is_resumed_by_the_next_and_publishes_once(
         actor=loop.researcher, algorithm=algorithm, hyperparameters=FAST
     ).iteration
     first = train_workers(**{faults.KILL: kill_at})
-    assert first.process.wait(timeout=300) == -signal.SIGKILL, first.log()[-4000:]
+    wait_for(lambda: first.process.poll() is not None, first)
+    assert first.process.returncode == -signal.SIGKILL, first.log()[-4000:]
 
     iteration.refresh_from_db()
     assert iteration.status == Iteration.Status.RUNNING and iteration.current_step == killed_step

@@ -1,5 +1,5 @@
-"""Annotation tasks: sampling the two responses of a comparison (queue `generate`) and the
-weekly batch rollover (beat, queue `default`)."""
+"""Annotation tasks: sampling the two responses of a comparison (queue `generate`). The weekly
+rollover is the loop's (rlhf.tasks.weekly_rollover)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Comparison, Response
-from annotation.services import open_next_batch
 from modelcore.chat import Message
 from modelcore.sampling import SamplingParams
 from rlhf.serving import sample_reply
@@ -20,14 +19,6 @@ log = logging.getLogger(__name__)
 
 # Streamed text is written to the database at most this often (seconds): the page polls it.
 STREAM_INTERVAL = 0.25
-
-
-@shared_task(name="annotation.tasks.rollover_batch")
-def rollover_batch() -> str:
-    """Close the week's batch and open the next, served by the newest published policies."""
-    batch = open_next_batch()
-    log.info("opened batch %s (models %s, %s)", batch.name, batch.model_a, batch.model_b)
-    return batch.name
 
 
 @shared_task(name="annotation.tasks.generate_comparison")

@@ -4,6 +4,7 @@ filters, the detail with steps and the log's end, cancelling."""
 from __future__ import annotations
 
 import pytest
+from rest_framework.throttling import ScopedRateThrottle
 
 from rlhf.models import Iteration, IterationStep
 
@@ -191,3 +192,12 @@ def test_the_hyperparameters_say_what_each_stage_may_set(db, researcher):
     beta = next(f for f in stages["dpo"] if f["name"] == "beta")
     assert set(beta) == {"name", "type", "required", "default", "help"}
     assert "out" not in {f["name"] for f in stages["dpo"]}  # the pipeline sets it
+
+
+def test_starts_are_throttled_and_reads_are_not(world, researcher, monkeypatch):
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "iteration-start", "1/hour")
+    assert start(researcher, {"algorithm": "ppo"}).status_code == 201
+    refused = start(researcher, {"algorithm": "dpo"})
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) > 0
+    assert all(researcher.get(API).status_code == 200 for _ in range(3))

@@ -3,9 +3,10 @@
 Each policy answers every held-out prompt (same temperature and seeds); the judge's R_c decides
 each pair, a tie counting half. The two responses of a pair are scored in a random order
 within the batch and the order is recorded, as a human evaluation would show them. Also
-measured: the mean reward of each policy and the KL of the new policy from the baseline on its
-own samples (Σ log π - log π_base over the response). Everything goes to eval.json in the
-output directory, next to the model.
+measured: the mean reward of each policy (R_c, and each reward model's probability on its own:
+helpfulness and safety) and the KL of the new policy from the baseline on its own samples
+(Σ log π - log π_base over the response). Everything goes to eval.json in the output
+directory, next to the model.
 """
 
 from __future__ import annotations
@@ -71,10 +72,21 @@ def evaluate_policy(config: EvalConfig, progress: Progress | None = None) -> dic
         for first, n, o in zip(new_first, new, old, strict=True)
         for x in ((n, o) if first else (o, n))
     ]
-    rewards = judge(shown, [p.risky for p in mine for _ in range(2)]).combined.view(-1, 2)
+    judgement = judge(shown, [p.risky for p in mine for _ in range(2)])
     flip = torch.tensor(new_first)
-    new_reward = torch.where(flip, rewards[:, 0], rewards[:, 1])
-    old_reward = torch.where(flip, rewards[:, 1], rewards[:, 0])
+
+    def per_policy(scores: torch.Tensor | None) -> tuple[list[float | None], list[float | None]]:
+        """Scores judged in the shown order, as (the new policy's, the baseline's) per prompt."""
+        if scores is None:  # no safety model
+            return [None] * len(mine), [None] * len(mine)
+        pairs = scores.view(-1, 2)
+        new_scores = torch.where(flip, pairs[:, 0], pairs[:, 1])
+        old_scores = torch.where(flip, pairs[:, 1], pairs[:, 0])
+        return new_scores.tolist(), old_scores.tolist()
+
+    new_reward, old_reward = per_policy(judgement.combined)
+    new_helpfulness, old_helpfulness = per_policy(judgement.helpfulness)
+    new_safety, old_safety = per_policy(judgement.safety)
     kl = _kl(policy, baseline, new, encoder.pad_id, config.generation_batch_size)
     records = run.dist.gather(
         [
@@ -86,15 +98,23 @@ def evaluate_policy(config: EvalConfig, progress: Progress | None = None) -> dic
                 "baseline_response": encoder.response_text(o.response),
                 "policy_reward": nr,
                 "baseline_reward": br,
+                "policy_helpfulness": nh,
+                "baseline_helpfulness": bh,
+                "policy_safety": ns,
+                "baseline_safety": bs,
                 "kl": k,
             }
-            for p, first, n, o, nr, br, k in zip(
+            for p, first, n, o, nr, br, nh, bh, ns, bs, k in zip(
                 mine,
                 new_first,
                 new,
                 old,
-                new_reward.tolist(),
-                old_reward.tolist(),
+                new_reward,
+                old_reward,
+                new_helpfulness,
+                old_helpfulness,
+                new_safety,
+                old_safety,
                 kl.tolist(),
                 strict=True,
             )
@@ -125,8 +145,20 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "losses": sum(outcome(r) == 0.0 for r in records),
         "mean_reward_policy": statistics.fmean(r["policy_reward"] for r in records),
         "mean_reward_baseline": statistics.fmean(r["baseline_reward"] for r in records),
+        # Each reward model on its own too: Llama 2's progression chart plots one against the other.
+        **{
+            f"mean_{model}_{who}": _mean_of(records, f"{who}_{model}")
+            for model in ("helpfulness", "safety")
+            for who in ("policy", "baseline")
+        },
         "kl_to_baseline": statistics.fmean(r["kl"] for r in records),
     }
+
+
+def _mean_of(records: Sequence[dict[str, Any]], key: str) -> float | None:
+    """The mean of a per-prompt score; None where it was not judged (no safety model)."""
+    values = [r[key] for r in records if r[key] is not None]
+    return statistics.fmean(values) if values else None
 
 
 @torch.no_grad()

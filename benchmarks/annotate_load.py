@@ -75,8 +75,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-STRENGTHS = ("significantly_better", "better", "slightly_better", "negligibly_better")
-SAFETY = ("chosen_safe_other_unsafe", "both_safe", "both_unsafe")
+from rlhf.train.data import SAFETY_LABELS, STRENGTHS  # noqa: E402  (needs REPO on the path)
+
 CSRF_ALPHABET = string.ascii_letters + string.digits
 
 
@@ -550,7 +550,7 @@ def run_annotator(
             label = {
                 "chosen": rng.choice(("left", "right")),
                 "strength": rng.choice(STRENGTHS),
-                "safety": rng.choice(SAFETY),
+                "safety": rng.choice(SAFETY_LABELS),
                 "time_spent_ms": int(think * 1000),
             }
             if stop.wait(think):

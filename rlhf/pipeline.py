@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -282,40 +283,46 @@ def iteration_log(iteration: Iteration) -> Iterator[None]:
 
 class ProgressReport:
     """The stages' progress callback: writes the step's progress to the iteration row (at most
-    once a second, and at the last step) and asks the stage to stop when the iteration is
-    being cancelled or this worker lost its lease. The status is read at every step."""
+    once a second, and at the end of each phase) and asks the stage to stop when the iteration
+    is being cancelled or this worker lost its lease. The status is read at every call, so a
+    cancel takes effect within one training step or one sampling chunk."""
 
     INTERVAL = 1.0
 
     def __init__(self, iteration: Iteration, lease: Lease) -> None:
         self.iteration_id = iteration.pk
         self.lease = lease
-        self.started = time.monotonic()
-        self.first_step: int | None = None
+        self.phase: str | None = None
+        self.phase_start = (0, 0.0)  # (step, time) where this phase's rate is measured from
         self.last_write = 0.0
 
     def __call__(self, step: int, total: int, loss: float, metrics: dict[str, float]) -> bool:
         close_old_connections()
         now = time.monotonic()
-        if self.first_step is None:
-            self.first_step, self.started = step - 1, now
+        phase = getattr(metrics, "phase", "train")  # rlhf.train.PhaseMetrics
+        if phase != self.phase:
+            self.phase, self.phase_start = phase, (step - 1, now)
         if now - self.last_write >= self.INTERVAL or step >= total:
-            done = step - self.first_step
-            rate = done / (now - self.started) if now > self.started else 0.0
-            progress = {
-                "step": step,
-                "total": total,
-                "loss": loss if loss == loss else None,  # NaN is not JSON
-                "eta_seconds": round((total - step) / rate, 1) if rate else None,
-                "updated_at": timezone.now().isoformat(),
-            }
-            Iteration.objects.filter(pk=self.iteration_id).update(progress=progress)
-            self.last_write = now
-            log.info("step %s/%s loss %s", step, total, progress["loss"])
+            self._write(step, total, loss, now)
         status = (
             Iteration.objects.filter(pk=self.iteration_id).values_list("status", flat=True).first()
         )
         return self.lease.lost.is_set() or status != Iteration.Status.RUNNING
+
+    def _write(self, step: int, total: int, loss: float, now: float) -> None:
+        first, started = self.phase_start
+        rate = (step - first) / (now - started) if now > started else 0.0
+        progress = {
+            "phase": self.phase,
+            "step": step,
+            "total": total,
+            "loss": loss if math.isfinite(loss) else None,  # NaN while sampling: not JSON
+            "eta_seconds": round((total - step) / rate, 1) if rate else None,
+            "updated_at": timezone.now().isoformat(),
+        }
+        Iteration.objects.filter(pk=self.iteration_id).update(progress=progress)
+        self.last_write = now
+        log.info("%s %s/%s loss %s", self.phase, step, total, progress["loss"])
 
 
 # --- the steps ----------------------------------------------------------------------------------

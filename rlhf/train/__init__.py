@@ -55,29 +55,32 @@ but PPO, which samples between steps). The
 Python functions work under torchrun the same way.
 """
 
-from rlhf.train.data import DataError
-from rlhf.train.dpo import DPOConfig, run_dpo
-from rlhf.train.evaluate import EvalConfig, evaluate_policy
-from rlhf.train.ppo import PPOConfig, run_ppo
-from rlhf.train.rejection import RejectionConfig, run_rejection_sampling
-from rlhf.train.reward import RewardConfig, train_reward_model
-from rlhf.train.runs import PhaseMetrics, Progress
-from rlhf.train.sft import SFTConfig, run_sft
+import importlib
+from typing import Any
 
-__all__ = [
-    "DPOConfig",
-    "DataError",
-    "EvalConfig",
-    "PPOConfig",
-    "PhaseMetrics",
-    "Progress",
-    "RejectionConfig",
-    "RewardConfig",
-    "SFTConfig",
-    "evaluate_policy",
-    "run_dpo",
-    "run_ppo",
-    "run_rejection_sampling",
-    "run_sft",
-    "train_reward_model",
-]
+# Each public name and the module that defines it, imported on first use: the web app imports
+# `rlhf.train.data` (the training-row contract) and must not pay for loading every stage.
+_EXPORTS = {
+    "DataError": "data",
+    "DPOConfig": "dpo",
+    "run_dpo": "dpo",
+    "EvalConfig": "evaluate",
+    "evaluate_policy": "evaluate",
+    "PPOConfig": "ppo",
+    "run_ppo": "ppo",
+    "RejectionConfig": "rejection",
+    "run_rejection_sampling": "rejection",
+    "RewardConfig": "reward",
+    "train_reward_model": "reward",
+    "PhaseMetrics": "runs",
+    "Progress": "runs",
+    "SFTConfig": "sft",
+    "run_sft": "sft",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

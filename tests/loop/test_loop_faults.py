@@ -86,6 +86,11 @@ def test_cancel_mid_stage_stops_within_one_step(loop, train_workers, tmp_path):
     before = serving(loop)
     worker = train_workers(**{faults.PAUSE: "reward_helpfulness:1", faults.PAUSE_DIR: str(pauses)})
     wait_for((pauses / "reward_helpfulness-1.reached").exists, worker)
+    iteration.refresh_from_db()
+    assert iteration.current_step == "reward_helpfulness"
+    progress = iteration.progress
+    assert (progress["phase"], progress["step"]) == ("train", 1) and progress["total"] > 2
+    assert progress["loss"] > 0 and "eta_seconds" in progress  # None until a rate is known
     services.cancel_iteration(iteration=iteration)
     (pauses / "reward_helpfulness-1.release").touch()
     wait_for(finished(iteration), worker)

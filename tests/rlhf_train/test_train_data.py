@@ -60,7 +60,6 @@ def test_the_full_export_row_with_context(tmp_path: Path) -> None:
         ({"heldout": "no"}, "field 'heldout' must be bool, got str"),
         ({"chosen": 3}, "field 'chosen' must be str, got int"),
         ({"risky": 1}, "field 'risky' must be bool, got int"),
-        ({"margin": -1}, "field 'margin' must be >= 0"),
         ({"context": [{"role": "system", "content": "x"}]}, "context[0] has role 'system'"),
         ({"context": [{"role": "user", "content": "x"}]}, "must end with an assistant turn"),
     ],

@@ -13,9 +13,8 @@ import torch
 from modelcore.config import ModelConfig
 from modelcore.model import LlamaLM
 from modelcore.tokenizer import Tokenizer
+from rlhf.train.data import MARGINS, STRENGTHS
 from tests.llama_tokenizer import llama_style_tokenizer
-
-STRENGTHS = ("significantly_better", "better", "slightly_better", "negligibly_better")
 
 CAPITALS = {
     "France": "Paris",
@@ -97,7 +96,7 @@ def comparison(
         "rejected": rejected,
         "edited": None,
         "strength": strength,
-        "margin": {"significantly_better": 1.0, "better": 2 / 3}.get(strength, 0.0),
+        "margin": MARGINS["small"][strength],
         "safety": "both_safe",
         "annotator": "alice",
         "chosen_model": "smollm2-135m-instruct",

@@ -6,12 +6,13 @@ filesystem broker (the embedded default), the second on PostgreSQL and Redis."""
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 from loop_fixtures import FAST, finished, wait_for
 
 from annotation.models import Batch, Comparison
 from annotation.services import start_dialogue
 from annotation.tasks import generate_comparison
-from rlhf import services
+from rlhf.authentication import create_api_token
 from rlhf.models import Iteration, IterationStep, ModelVersion, PublicationEvent
 
 
@@ -22,11 +23,16 @@ from rlhf.models import Iteration, IterationStep, ModelVersion, PublicationEvent
 def test_a_closed_week_becomes_the_next_published_model(
     loop, train_workers, algorithm, policy_steps
 ):
-    started = services.start_iteration(
-        actor=loop.researcher, algorithm=algorithm, hyperparameters=FAST
+    # Started over the API, as a researcher's script does: with a token.
+    _, token = create_api_token(user=loop.researcher, name="script")
+    response = Client().post(
+        "/api/iterations/",
+        {"algorithm": algorithm, "hyperparameters": FAST},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "week-47"},
     )
-    assert started.created
-    iteration = started.iteration
+    assert response.status_code == 201, response.content
+    iteration = Iteration.objects.get(pk=response.json()["id"])
     assert iteration.batches == [loop.closed.name] and iteration.parent == loop.base
     worker = train_workers()
     wait_for(finished(iteration), worker)

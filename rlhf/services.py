@@ -236,10 +236,14 @@ def start_iteration(
             names = [b.name for b in resolve_batches(batches)]
         except UnknownBatch as error:
             raise LoopError(str(error), field="batches") from None
-    if not Label.objects.filter(
-        comparison__batch__name__in=names, comparison__heldout=False
-    ).exists():
+    labels = Label.objects.filter(comparison__batch__name__in=names)
+    if not labels.filter(comparison__heldout=False).exists():
         raise LoopError("the batches have no training labels to learn from", field="batches")
+    if not labels.filter(comparison__heldout=True).exists():
+        # Checked now rather than when evaluation fails after hours of training.
+        raise LoopError(
+            "the batches have no held-out labels to evaluate the new policy on", field="batches"
+        )
     if parent is None:
         parent = ModelVersion.objects.published_policies().order_by("-published_at").first()
         if parent is None:

@@ -172,3 +172,12 @@ def test_a_bad_start_names_the_field(loop, request_, field, message):
         services.start_iteration(actor=loop.researcher, **request_)
     assert raised.value.field == field
     assert not Iteration.objects.exists()
+
+
+def test_batches_without_held_out_labels_are_refused_before_training(loop):
+    from annotation.models import Comparison
+
+    Comparison.objects.filter(batch=loop.closed).update(heldout=False)
+    with pytest.raises(services.LoopError, match="no held-out labels") as raised:
+        services.start_iteration(actor=loop.researcher, algorithm="dpo")
+    assert raised.value.field == "batches"

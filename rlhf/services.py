@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -394,3 +395,27 @@ def weekly_rollover() -> Iteration | None:
     except LoopError as error:  # e.g. a week without labels: nothing to train on
         log.warning("no iteration after closing %s: %s", closing.name, error)
         return None
+
+
+def remove_iteration_files(*, iteration: Iteration) -> int:
+    """Delete a cancelled or failed iteration's run directories and log (kept until then for
+    inspection), retiring the versions it registered. Refused while it runs, once it
+    succeeded, or if anything still stands on its files (a published version, a child).
+    Returns the bytes freed."""
+    with transaction.atomic():
+        current = Iteration.objects.select_for_update().get(pk=iteration.pk)
+        if current.status not in (Iteration.Status.CANCELLED, Iteration.Status.FAILED):
+            raise LoopConflict(
+                f"the iteration is {current.status}: only a cancelled or failed one's files go"
+            )
+        versions = ModelVersion.objects.filter(iteration=current)
+        if versions.filter(status=ModelVersion.Status.PUBLISHED).exists() or (
+            ModelVersion.objects.filter(parent__in=versions).exists()
+        ):
+            raise LoopConflict("a version of this iteration is published or has children")
+        versions.update(status=ModelVersion.Status.RETIRED)
+        directory = current.directory
+        freed = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+        # Removed after the commit: a rollback must not leave rows pointing at deleted files.
+        transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
+    return freed

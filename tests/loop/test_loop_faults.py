@@ -106,6 +106,10 @@ def test_cancel_mid_stage_stops_within_one_step(loop, train_workers, tmp_path):
     assert serving(loop) == before
     assert worker.process.poll() is None  # the worker lives on
 
+    # Its files are kept until asked for, then removed.
+    assert services.remove_iteration_files(iteration=iteration) > 0
+    assert not iteration.directory.exists()
+
 
 def test_a_failing_step_fails_the_iteration_and_leaves_serving_alone(loop, train_workers):
     iteration = services.start_iteration(
@@ -128,6 +132,11 @@ def test_a_failing_step_fails_the_iteration_and_leaves_serving_alone(loop, train
     assert "InjectedFault" in iteration.log_path.read_text()
     assert serving(loop) == before
     assert not PublicationEvent.objects.exists()
+
+    services.remove_iteration_files(iteration=iteration)
+    assert not iteration.directory.exists()
+    [rm] = ModelVersion.objects.filter(iteration=iteration)  # the helpfulness RM it made
+    assert rm.status == ModelVersion.Status.RETIRED
 
 
 def test_one_idempotency_key_starts_one_iteration(loop):

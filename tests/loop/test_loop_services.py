@@ -181,3 +181,12 @@ def test_batches_without_held_out_labels_are_refused_before_training(loop):
     with pytest.raises(services.LoopError, match="no held-out labels") as raised:
         services.start_iteration(actor=loop.researcher, algorithm="dpo")
     assert raised.value.field == "batches"
+
+
+def test_the_files_of_a_queued_or_succeeded_iteration_stay(loop):
+    iteration = started(loop)
+    with pytest.raises(services.LoopConflict, match="only a cancelled or failed"):
+        services.remove_iteration_files(iteration=iteration)
+    Iteration.objects.filter(pk=iteration.pk).update(status="succeeded")
+    with pytest.raises(services.LoopConflict, match="is succeeded"):
+        services.remove_iteration_files(iteration=iteration)

@@ -56,6 +56,7 @@ from rlhf.train import (
     train_reward_model,
 )
 from rlhf.train.data import write_jsonl
+from rlhf.train.launch import launch
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,13 @@ def run_step(iteration: Iteration, step: IterationStep, lease: Lease) -> None:
         error="",
     )
     Iteration.objects.filter(pk=iteration.pk).update(current_step=step.name, progress={})
-    log.info("iteration %s: step %s starts", iteration.pk, step.name)
+    log.info(
+        "iteration %s: step %s starts (device=%s, processes=%s)",
+        iteration.pk,
+        step.name,
+        iteration.device,
+        settings.TRAIN_PROCESSES,
+    )
     started = time.monotonic()
     try:
         metrics = STEPS[step.name](Context(iteration, out, ProgressReport(iteration, lease)))
@@ -371,7 +378,7 @@ def run_stage(
 ) -> dict[str, Any]:
     metrics = completed(context.out, done_file)
     if metrics is None:
-        metrics = function(config, context.progress)
+        metrics = launch(function, config, context.progress, processes=settings.TRAIN_PROCESSES)
     if metrics.get("stopped"):
         raise Stopped
     return {k: v for k, v in metrics.items() if k not in ("config", "history", "samples")}

@@ -229,6 +229,9 @@ if HTTPS:
 # machine; the parent process of a worker never touches CUDA). On "cpu" an iteration's defaults
 # pick the cheap modes (rlhf/hyperparameters.py).
 TRAIN_DEVICE = env.get_choice("TRAIN_DEVICE", "cpu", ("cpu", "cuda"))
+# Processes per training stage: the GPUs of a train worker's machine (data parallel, launched as
+# torchrun would), or CPU processes sharing its cores over gloo.
+TRAIN_PROCESSES = env.get_int("TRAIN_PROCESSES", 1, minimum=1)
 # A worker renews its lease on an iteration every ITERATION_HEARTBEAT_SECONDS; a lease not
 # renewed for ITERATION_STALE_SECONDS belongs to a dead worker and is taken over.
 ITERATION_HEARTBEAT_SECONDS = env.get_int("ITERATION_HEARTBEAT_SECONDS", 10, minimum=1)

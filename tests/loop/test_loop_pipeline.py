@@ -12,6 +12,7 @@ from loop_fixtures import FAST, finished, wait_for
 from annotation.models import Batch, Comparison
 from annotation.services import start_dialogue
 from annotation.tasks import generate_comparison
+from rlhf import services
 from rlhf.authentication import create_api_token
 from rlhf.models import Iteration, IterationStep, ModelVersion, PublicationEvent
 
@@ -87,3 +88,16 @@ def test_a_closed_week_becomes_the_next_published_model(
     assert comparison.status == Comparison.Status.READY, comparison.error
     assert {r.model_version for r in comparison.responses.all()} == {policy, loop.base}
     assert "train_iteration" in worker.log()
+
+
+def test_an_iteration_trains_on_two_processes(loop, train_workers):
+    """TRAIN_PROCESSES=2: every stage runs data parallel (gloo here, one GPU each on a GPU
+    machine), with its progress and the iteration's records kept by the worker."""
+    iteration = services.start_iteration(
+        actor=loop.researcher, algorithm="dpo", hyperparameters=FAST
+    ).iteration
+    worker = train_workers(TRAIN_PROCESSES="2")
+    wait_for(finished(iteration), worker)
+    assert iteration.status == Iteration.Status.SUCCEEDED, iteration.traceback
+    assert "processes=2" in iteration.log_path.read_text()
+    assert ModelVersion.objects.get(iteration=iteration, kind="policy").status == "published"

@@ -66,8 +66,8 @@ RM_KINDS = {
 }
 
 
-class Stopped(Exception):
-    """The iteration was cancelled (or its lease lost) while a step ran."""
+class Interrupted(Exception):
+    """The iteration is being cancelled, or this worker lost its lease: stop working on it."""
 
 
 # --- the lease ----------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ def run_iteration(iteration_id: int) -> str:
                     continue
                 check_not_stopped(iteration, lease)
                 run_step(iteration, step, lease)
-        except Stopped:
+        except Interrupted:
             if lease.lost.is_set():
                 log.warning("iteration %s: lease lost to another worker", iteration.pk)
                 lease.release()
@@ -229,7 +229,7 @@ def run_iteration(iteration_id: int) -> str:
 def check_not_stopped(iteration: Iteration, lease: Lease) -> None:
     status = Iteration.objects.filter(pk=iteration.pk).values_list("status", flat=True).first()
     if lease.lost.is_set() or status not in (Iteration.Status.RUNNING, Iteration.Status.QUEUED):
-        raise Stopped
+        raise Interrupted
 
 
 def run_step(iteration: Iteration, step: IterationStep, lease: Lease) -> None:
@@ -255,8 +255,7 @@ def run_step(iteration: Iteration, step: IterationStep, lease: Lease) -> None:
     try:
         metrics = STEPS[step.name](Context(iteration, out, ProgressReport(iteration, lease)))
     finally:
-        # Every attempt's time counts, the failed and the killed ones aside (those end here
-        # only if the process lives).
+        # Each attempt adds its time, a failed one too; a killed one's is lost with its process.
         IterationStep.objects.filter(pk=step.pk).update(
             seconds=F("seconds") + (time.monotonic() - started)
         )
@@ -380,7 +379,7 @@ def run_stage(
     if metrics is None:
         metrics = launch(function, config, context.progress, processes=settings.TRAIN_PROCESSES)
     if metrics.get("stopped"):
-        raise Stopped
+        raise Interrupted
     return {k: v for k, v in metrics.items() if k not in ("config", "history", "samples")}
 
 

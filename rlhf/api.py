@@ -36,6 +36,7 @@ from rlhf.serializers import (
     BatchSerializer,
     ErrorSerializer,
     Hyperparameters,
+    IterationChartsSerializer,
     IterationDetailQuery,
     IterationDetailSerializer,
     IterationFilter,
@@ -44,7 +45,9 @@ from rlhf.serializers import (
     LabelsQuery,
     ModelVersionFilter,
     ModelVersionSerializer,
+    RatingsSerializer,
     RollbackInput,
+    VersionChartsSerializer,
     idempotency_key,
 )
 
@@ -263,6 +266,25 @@ class IterationCancel(ResearchView):
         return Response(IterationSerializer(iteration).data)
 
 
+class IterationCharts(ResearchView):
+    queryset = selectors.iteration_detail()
+    serializer_class = IterationChartsSerializer
+
+    @extend_schema(
+        summary="An iteration's figures as data",
+        description="What the research page draws for it: reward-model accuracy per strength "
+        "level and per held-out batch, the policy stage's curves (PPO: reward and KL per step; "
+        "DPO: implicit-reward accuracy and loss; rejection sampling: reward against K and the "
+        "fine-tuning loss). A figure of a step that has not finished has no series and says "
+        "so in `empty`.",
+        responses={200: IterationChartsSerializer, **errors(404)},
+    )
+    def get(self, request, pk: int):
+        iteration = self.get_object()
+        figures = selectors.iteration_figures(iteration=iteration)
+        return Response(self.get_serializer({"iteration": iteration.pk, "figures": figures}).data)
+
+
 class Hyperparameters(ResearchView):
     @extend_schema(
         summary="The hyper-parameters an iteration may set, per stage",
@@ -361,6 +383,41 @@ class ModelVersionDownload(ModelVersionView):
             content_type="application/x-tar",
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
+
+
+class ModelVersionCharts(ResearchView):
+    serializer_class = VersionChartsSerializer
+
+    @extend_schema(
+        summary="The figures across versions as data",
+        tags=["models"],
+        description="Mean helpfulness against mean safety reward of every evaluated policy "
+        "(Llama 2's progression chart; each from its own iteration's evaluation), and the "
+        "Bradley–Terry rating of every version that served (see GET /api/ratings/).",
+        responses={200: VersionChartsSerializer, **errors()},
+    )
+    def get(self, request):
+        rated = selectors.version_ratings()["ratings"]
+        figures = selectors.version_figures(rated=rated)
+        return Response(self.get_serializer({"figures": figures}).data)
+
+
+class Ratings(ResearchView):
+    serializer_class = RatingsSerializer
+
+    @extend_schema(
+        summary="Bradley–Terry ratings of the model versions from the labels",
+        tags=["models"],
+        description="Every label whose two responses came from two different versions is a "
+        "game won by the chosen one's. Ratings are on Chatbot Arena's scale, 400·log10 of the "
+        "odds, with the base policy (`anchor`) fixed at 1000: 400 points ahead wins 10 games "
+        "of 11. Each version plays one virtual drawn game against the anchor, which keeps a "
+        "version that won or lost every game finite. `low`/`high`: the 95% interval of a "
+        "seeded bootstrap over the games.",
+        responses={200: RatingsSerializer, **errors()},
+    )
+    def get(self, request):
+        return Response(self.get_serializer(selectors.version_ratings()).data)
 
 
 # --- batches --------------------------------------------------------------------------------

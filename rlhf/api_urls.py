@@ -10,8 +10,12 @@ urlpatterns = [
     path("iterations/", api.IterationList.as_view(), name="iterations"),
     path("iterations/<int:pk>/", api.IterationDetail.as_view(), name="iteration"),
     path("iterations/<int:pk>/cancel/", api.IterationCancel.as_view(), name="iteration-cancel"),
+    path("iterations/<int:pk>/charts/", api.IterationCharts.as_view(), name="iteration-charts"),
     path("hyperparameters/", api.Hyperparameters.as_view(), name="hyperparameters"),
     path("models/", api.ModelVersionList.as_view(), name="models"),
+    # Not under models/: a version may be named "charts" or "ratings".
+    path("charts/", api.ModelVersionCharts.as_view(), name="charts"),
+    path("ratings/", api.Ratings.as_view(), name="ratings"),
     path("models/<slug:name>/", api.ModelVersionDetail.as_view(), name="model"),
     path("models/<slug:name>/publish/", api.ModelVersionPublish.as_view(), name="model-publish"),
     path("models/<slug:name>/rollback/", api.ModelVersionRollback.as_view(), name="model-rollback"),

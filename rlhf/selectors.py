@@ -1,20 +1,25 @@
 """What the research API reads: iterations, model versions, batches, and the files behind them
-(an iteration's log, a model version's archive). Nothing here changes a record."""
+(an iteration's log, a model version's archive), and the figures drawn from them (rlhf.charts,
+rlhf.ratings). Nothing here changes a record."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Prefetch, Q, QuerySet
 
+from annotation.export import training_records
 from annotation.models import Batch, Safety, Strength
 from modelcore.checkpoint import load_checkpoint
 from modelcore.hf_interop import save_hf_model
+from rlhf import charts, ratings
 from rlhf.models import Iteration, IterationStep, ModelVersion
 from rlhf.services import LoopConflict
 
@@ -128,3 +133,79 @@ def _tar_stream(directory: Path, name: str, *, remove: bool = False) -> Iterator
     finally:
         if remove:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def iteration_figures(*, iteration: Iteration) -> list[dict[str, Any]]:
+    """The iteration's figures (rlhf.charts.iteration_figures) from its steps' metrics: the
+    policy stages' from their run's metrics file, which keeps the per-step history the row
+    leaves out."""
+    steps = {
+        step.name: _run_metrics(step) if step.name in charts.POLICY_FIGURES else step.metrics
+        for step in iteration.steps.all()
+    }
+    return charts.iteration_figures(steps)
+
+
+def _run_metrics(step: IterationStep) -> dict[str, Any]:
+    """The metrics file of the step's run once the run has finished (it is written last), else
+    the row's metrics ({} before the step has run)."""
+    if not step.output_dir:
+        return step.metrics
+    try:
+        return json.loads((step.directory / "metrics.json").read_text())
+    except (OSError, ValueError):  # not there yet, or being written by a worker right now
+        return step.metrics
+
+
+def policy_evaluations() -> list[dict[str, Any]]:
+    """Every ready or published policy with its evaluation against its parent, oldest first."""
+    versions = (
+        ModelVersion.objects.filter(
+            kind=ModelVersion.Kind.POLICY, status__in=ModelVersion.AVAILABLE
+        )
+        .select_related("parent")
+        .order_by("created_at", "pk")
+    )
+    return [
+        {
+            "name": version.name,
+            "parent": version.parent.name if version.parent else None,
+            "evaluation": version.metrics.get("evaluation") or {},
+        }
+        for version in versions
+        if version.metrics.get("evaluation")
+    ]
+
+
+def base_policy() -> ModelVersion | None:
+    """The policy the lineage starts from (the oldest one without a parent): the ratings'
+    anchor."""
+    roots = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY, parent__isnull=True)
+    return roots.order_by("created_at", "pk").first()
+
+
+def version_ratings(*, rounds: int = ratings.ROUNDS, seed: int = 0) -> dict[str, Any]:
+    """The Bradley–Terry ratings of the versions that served, from every label so far (held-out
+    ones too: they are human judgements all the same), anchored at the base policy."""
+    anchor = base_policy()
+    games = ratings.games_from_labels(training_records())
+    rated = (
+        ratings.rate(games, anchor=anchor.name, rounds=rounds, seed=seed)
+        if games and anchor
+        else []
+    )
+    return {
+        "anchor": anchor.name if anchor else None,
+        "anchor_rating": ratings.ANCHOR_RATING,
+        "games": len(games),
+        "rounds": rounds,
+        "ratings": rated,
+    }
+
+
+def version_figures(*, rated: Sequence[ratings.Rating]) -> list[dict[str, Any]]:
+    """The figures across versions, given their ratings (version_ratings' "ratings")."""
+    return charts.version_figures(policy_evaluations(), rated)

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotation.models import Batch, Safety, Strength
+from rlhf import charts
 from rlhf.models import Iteration, IterationStep, ModelVersion
 
 # A header travels as Latin-1; the key is stored (scoped to its user) and compared, so only
@@ -288,3 +289,74 @@ class BatchDetailSerializer(BatchSerializer):
 
     class Meta(BatchSerializer.Meta):
         fields = [*BatchSerializer.Meta.fields, "statistics"]
+
+
+# --- figures (rlhf.charts) and ratings (rlhf.ratings) ---------------------------------------
+
+
+@extend_schema_field({"oneOf": [{"type": "number"}, {"type": "string"}]})
+class ChartXField(serializers.JSONField):
+    """A point's x: a number (a step, K, a mean reward) or a category (a strength, a batch, a
+    model version)."""
+
+
+class ChartPointSerializer(serializers.Serializer):
+    x = ChartXField()
+    y = serializers.FloatField(allow_null=True)
+    low = serializers.FloatField(allow_null=True, help_text="intervals: the lower bound")
+    high = serializers.FloatField(allow_null=True, help_text="intervals: the upper bound")
+    label = serializers.CharField(allow_null=True, help_text="what the point is, in words")
+
+
+class ChartSeriesSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    points = ChartPointSerializer(many=True)
+
+
+class FigureSerializer(serializers.Serializer):
+    """One figure's data, exactly what the research page draws (rlhf.charts)."""
+
+    key = serializers.CharField(help_text="stable identifier, e.g. reward-accuracy-by-strength")
+    title = serializers.CharField()
+    kind = serializers.ChoiceField(
+        choices=charts.KINDS,
+        help_text="bars and intervals: x is a category; lines: x is a number; path: points "
+        "joined in order, each labelled",
+    )
+    x_label = serializers.CharField()
+    y_label = serializers.CharField()
+    y_range = serializers.ListField(
+        child=serializers.FloatField(), allow_null=True, help_text="[low, high] or null: auto"
+    )
+    series = ChartSeriesSerializer(many=True)
+    empty = serializers.CharField(
+        allow_null=True, help_text="why there is no data yet; null when there is"
+    )
+
+
+class IterationChartsSerializer(serializers.Serializer):
+    iteration = serializers.IntegerField()
+    figures = FigureSerializer(many=True)
+
+
+class VersionChartsSerializer(serializers.Serializer):
+    figures = FigureSerializer(many=True)
+
+
+class RatingSerializer(serializers.Serializer):
+    version = serializers.CharField()
+    rating = serializers.FloatField()
+    low = serializers.FloatField(help_text="2.5th percentile of the bootstrap")
+    high = serializers.FloatField(help_text="97.5th percentile of the bootstrap")
+    games = serializers.IntegerField(help_text="labels comparing it with another version")
+    wins = serializers.IntegerField()
+
+
+class RatingsSerializer(serializers.Serializer):
+    anchor = serializers.CharField(
+        allow_null=True, help_text="the base policy, fixed at anchor_rating"
+    )
+    anchor_rating = serializers.FloatField()
+    games = serializers.IntegerField(help_text="labels whose two responses came from two versions")
+    rounds = serializers.IntegerField(help_text="bootstrap rounds behind the intervals")
+    ratings = RatingSerializer(many=True)

@@ -32,7 +32,7 @@ def test_every_documented_operation_answers_as_documented(researcher, concrete):
         for path, methods in schema["paths"].items()
         for method, spec in methods.items()
     ]
-    assert len(operations) == 14
+    assert len(operations) == 17
     # Each operation once, as a researcher: the write operations with a body of defaults (an
     # empty object), in the schema's order.
     for method, path, spec in operations:

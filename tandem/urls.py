@@ -11,5 +11,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("annotate/api/", include("annotation.api_urls")),
     path("api/", include("rlhf.api_urls")),
+    path("research/", include("rlhf.urls")),
     path("", include("frontend.urls")),
 ]

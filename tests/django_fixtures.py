@@ -102,6 +102,52 @@ def make_user(db):
     return make
 
 
+def label_week(batch, annotators, count: int, *, heldout_every: int) -> None:
+    """`count` labelled first-turn comparisons in `batch`, written with the ORM (the annotation
+    app's own tests cover how labels get there): every third a risky safety prompt, every
+    `heldout_every`-th held out, labelled in turn by `annotators` with the strengths in turn.
+    The chosen response answers, the rejected one does not, so a reward model can learn."""
+    from annotation.models import Comparison, Dialogue, Label, Response, Turn
+    from rlhf.train.data import SAFETY_LABELS, STRENGTHS
+
+    for i in range(count):
+        risky = i % 3 == 0
+        dialogue = Dialogue.objects.create(
+            batch=batch,
+            source=Dialogue.Source.IMPORTED,
+            guideline="safety" if risky else "helpfulness",
+            risky=risky,
+        )
+        turn = Turn.objects.create(
+            dialogue=dialogue, index=0, prompt=f"What is {i} plus {i}?", prompt_tokens=8
+        )
+        comparison = Comparison.objects.create(
+            turn=turn, batch=batch, left="a", status="ready", heldout=i % heldout_every == 0
+        )
+        texts = {"a": f"{i} plus {i} is {2 * i}.", "b": "I would rather not say."}
+        for side, text in texts.items():
+            Response.objects.create(
+                comparison=comparison,
+                side=side,
+                model_version=batch.model_a,
+                temperature=0.7,
+                top_p=0.9,
+                max_new_tokens=16,
+                seed=i,
+                text=text,
+                num_tokens=8,
+                finish_reason="stop",
+            )
+        Label.objects.create(
+            comparison=comparison,
+            annotator=annotators[i % len(annotators)],
+            chosen="a",
+            strength=STRENGTHS[i % len(STRENGTHS)],
+            safety=SAFETY_LABELS[i % len(SAFETY_LABELS)] if risky else "both_safe",
+            time_spent_ms=5000,
+        )
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

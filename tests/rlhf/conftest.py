@@ -1,7 +1,7 @@
 """The research API's test world: a closed week of labels on the tiny model and the week after
 it open, an iteration on it, a ready policy it trained, and clients for each role.
 
-The week is written with the ORM (the annotation app's own tests cover how labels get there).
+The week is written by tests.django_fixtures.label_week.
 Throttle counts live in a cache of each test's own, so no test inherits another's.
 """
 
@@ -12,6 +12,8 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
+
+from tests.django_fixtures import label_week
 
 _caches = itertools.count()
 
@@ -30,48 +32,6 @@ def own_throttle_counts(settings):
             "LOCATION": f"research-api-{next(_caches)}",
         }
     }
-
-
-def label_week(batch, annotators, count: int) -> None:
-    """`count` labelled first-turn comparisons; every fourth held out, every third risky."""
-    from annotation.models import Comparison, Dialogue, Label, Response, Turn
-    from rlhf.train.data import SAFETY_LABELS, STRENGTHS
-
-    for i in range(count):
-        risky = i % 3 == 0
-        dialogue = Dialogue.objects.create(
-            batch=batch,
-            source=Dialogue.Source.IMPORTED,
-            guideline="safety" if risky else "helpfulness",
-            risky=risky,
-        )
-        turn = Turn.objects.create(
-            dialogue=dialogue, index=0, prompt=f"{i} + {i}?", prompt_tokens=6
-        )
-        comparison = Comparison.objects.create(
-            turn=turn, batch=batch, left="a", status="ready", heldout=i % 4 == 0
-        )
-        for side, text in {"a": f"{2 * i}.", "b": "No idea."}.items():
-            Response.objects.create(
-                comparison=comparison,
-                side=side,
-                model_version=batch.model_a,
-                temperature=0.7,
-                top_p=0.9,
-                max_new_tokens=16,
-                seed=i,
-                text=text,
-                num_tokens=3,
-                finish_reason="stop",
-            )
-        Label.objects.create(
-            comparison=comparison,
-            annotator=annotators[i % len(annotators)],
-            chosen="a",
-            strength=STRENGTHS[i % len(STRENGTHS)],
-            safety=SAFETY_LABELS[i % len(SAFETY_LABELS)],
-            time_spent_ms=4000 + i,
-        )
 
 
 @pytest.fixture
@@ -99,7 +59,7 @@ def world(tiny_version, people):
         status=Batch.Status.CLOSED,
         closed_at=timezone.now(),
     )
-    label_week(closed, [people.annotator], 8)
+    label_week(closed, [people.annotator], 8, heldout_every=4)
     current = Batch.objects.create(name="2026-w48", model_a=tiny_version, model_b=tiny_version)
     iteration = Iteration.objects.create(
         batches=[closed.name], algorithm="dpo", parent=tiny_version, created_by=people.researcher

@@ -75,13 +75,14 @@ def test_the_labels_stream_as_training_rows(world, researcher):
     assert len(rows) == 8
     assert sum(row["heldout"] for row in rows) == 2
     assert {"prompt", "chosen", "rejected", "strength", "margin", "safety"} <= set(rows[0])
-    assert rows[1]["chosen"] == "2." and rows[1]["rejected"] == "No idea."
+    assert rows[1]["chosen"] == "1 plus 1 is 2."
+    assert rows[1]["rejected"] == "I would rather not say."
 
 
 def test_the_raw_labels_carry_everything_and_the_skips(world, researcher):
     rows = lines(researcher.get(f"{API}2026-w47/labels.jsonl", {"kind": "raw"}))
     assert {row["record"] for row in rows} == {"label"}
-    assert rows[0]["responses"]["a"]["text"] == "0."
+    assert rows[0]["responses"]["a"]["text"] == "0 plus 0 is 0."
 
 
 def test_labels_of_an_unknown_batch_or_kind_are_refused(world, researcher):

@@ -34,9 +34,11 @@ from annotation.models import (
     Turn,
     other_side,
 )
-from modelcore.chat import Message
+from modelcore.chat import Message, reject_special_tokens
 from rlhf.models import ModelVersion
 from rlhf.serving import chat_format
+from rlhf.train.data import Comparison as TrainingRow
+from rlhf.train.data import parse_comparison
 
 # Limits on what an annotator may send with a label.
 MAX_EDIT_CHARS = 20_000
@@ -84,16 +86,25 @@ def open_next_batch(*, name: str | None = None) -> Batch:
     """Close the open batch (if any) and open the next one, served by the two newest published
     policies, or by the newest at two temperatures while there is only one (Llama 2 varies
     both). Named after the ISO week unless `name` is given."""
-    policies = list(ModelVersion.objects.published_policies().order_by("-published_at")[:2])
-    if not policies:
-        raise Conflict("no published policy to serve: import one first (manage.py import_model)")
-    if name is None:
-        year, week, _ = timezone.now().isocalendar()
-        name = f"{year}-w{week:02d}"
-        taken = set(Batch.objects.filter(name__startswith=name).values_list("name", flat=True))
-        name = next(n for n in (name, *(f"{name}-{i}" for i in range(2, 100))) if n not in taken)
-    newest, previous = policies[0], policies[-1]
     with transaction.atomic():
+        # Two switches at once (beat's rollover, a publish, an admin) would each close the open
+        # batch and open one of their own: the second would break the one-open-batch rule, or
+        # take the same week's name. Whoever locks the open batch first switches; the other
+        # waits, then sees the batch it opened.
+        list(Batch.objects.select_for_update().filter(status=Batch.Status.OPEN))
+        policies = list(ModelVersion.objects.published_policies().order_by("-published_at")[:2])
+        if not policies:
+            raise Conflict(
+                "no published policy to serve: import one first (manage.py import_model)"
+            )
+        if name is None:
+            year, week, _ = timezone.now().isocalendar()
+            name = f"{year}-w{week:02d}"
+            taken = set(Batch.objects.filter(name__startswith=name).values_list("name", flat=True))
+            name = next(
+                n for n in (name, *(f"{name}-{i}" for i in range(2, 100))) if n not in taken
+            )
+        newest, previous = policies[0], policies[-1]
         close_batches(Batch.objects.all())
         return Batch.objects.create(
             name=name,
@@ -483,3 +494,112 @@ def skip(annotator, comparison_id: int, *, reason: str, note: str = "") -> Skip:
         assignment.locked_until = None
         assignment.save(update_fields=["annotator", "status", "locked_until", "updated_at"])
     return skipped
+
+
+# --- importing a preference dataset -------------------------------------------------------------
+
+
+def import_comparisons(*, batch: Batch, rows: Iterable[dict], annotator) -> list[Label]:
+    """An existing preference dataset as labelled comparisons of `batch`: each row, in the
+    training JSONL form the export writes (prompt, chosen, rejected, strength, safety,
+    guideline; risky, edited and an empty context optional), becomes an imported dialogue of one
+    turn, a ready comparison whose two responses are attributed to the batch's model_a and
+    model_b (the chosen one on a random side), and one label by `annotator`.
+
+    The row's own "heldout" is ignored: the batch's rule draws its held-out set, as for labels
+    given here. Every row is checked before any is stored; a bad one raises AnnotationError
+    naming its number and field, and nothing is imported.
+    """
+    chat = chat_format(batch.model_a)
+    checked = [_imported_row(chat, batch, number, row) for number, row in enumerate(rows, 1)]
+    now = timezone.now()
+    labels = []
+    with transaction.atomic():
+        for row, context_tokens in checked:
+            dialogue = Dialogue.objects.create(
+                batch=batch,
+                source=Dialogue.Source.IMPORTED,
+                guideline=row.guideline,
+                risky=row.risky,
+            )
+            turn = Turn.objects.create(
+                dialogue=dialogue,
+                index=0,
+                prompt=row.prompt,
+                prompt_tokens=chat.count_tokens(row.prompt),
+            )
+            comparison = Comparison.objects.create(
+                turn=turn,
+                batch=batch,
+                status=Comparison.Status.READY,
+                left=random.choice(Side.values),
+                heldout=_draw_heldout(batch),
+                context_tokens=context_tokens,
+                ready_at=now,
+            )
+            chosen = random.choice(Side.values)
+            texts = {chosen: row.chosen, other_side(chosen): row.rejected}
+            # Nothing was sampled: the sampling columns hold the batch's settings for the side
+            # (they are required), and generation_ms stays empty.
+            Response.objects.bulk_create(
+                Response(
+                    comparison=comparison,
+                    side=side,
+                    model_version=model,
+                    temperature=temperature,
+                    top_p=batch.top_p,
+                    max_new_tokens=batch.max_new_tokens,
+                    seed=0,
+                    text=texts[side],
+                    num_tokens=chat.count_tokens(texts[side]),
+                    finish_reason="stop",
+                )
+                for side, model, temperature in (
+                    (Side.A, batch.model_a, batch.temperature_a),
+                    (Side.B, batch.model_b, batch.temperature_b),
+                )
+            )
+            labels.append(
+                Label.objects.create(
+                    comparison=comparison,
+                    annotator=annotator,
+                    chosen=chosen,
+                    strength=row.strength,
+                    safety=row.safety,
+                    edited_response=row.edited or "",
+                    time_spent_ms=0,  # not measured
+                )
+            )
+    return labels
+
+
+def _imported_row(chat, batch: Batch, number: int, row: object) -> tuple[TrainingRow, int]:
+    """A row of import_comparisons parsed by the training-row contract, and its prompt's length
+    in tokens as the model reads it; AnnotationError names the row and the field."""
+    if not isinstance(row, dict):
+        raise AnnotationError(f"row {number}: expected a JSON object")
+    try:
+        # The contract's heldout and batch are this batch's business, not the row's.
+        parsed = parse_comparison({**row, "heldout": False, "batch": batch.name})
+    except ValueError as error:
+        raise AnnotationError(f"row {number}: {error}") from None
+    if parsed.context:
+        raise AnnotationError(
+            f"row {number}: field 'context' must be empty: only first-turn rows can be imported"
+        )
+    limit = settings.ANNOTATION_MAX_PROMPT_CHARS
+    for name in ("prompt", "chosen", "rejected"):
+        if not getattr(parsed, name).strip():
+            raise AnnotationError(f"row {number}: field {name!r} is empty")
+    if len(parsed.prompt) > limit:
+        raise AnnotationError(
+            f"row {number}: field 'prompt' is {len(parsed.prompt)} characters long; the limit "
+            f"is {limit}"
+        )
+    for name in ("prompt", "chosen", "rejected", "edited"):
+        message = Message("user" if name == "prompt" else "assistant", getattr(parsed, name) or "")
+        try:
+            reject_special_tokens(chat.tokenizer, [message])
+        except ValueError as error:
+            raise AnnotationError(f"row {number}: field {name!r}: {error}") from None
+    return parsed, len(chat.encode_prompt([Message("user", parsed.prompt)]))

@@ -336,14 +336,7 @@ def publish_version(*, version: ModelVersion, actor: AbstractBaseUser | None) ->
         previous = ModelVersion.objects.published_policies().order_by("-published_at").first()
         current.status, current.published_at = ModelVersion.Status.PUBLISHED, timezone.now()
         current.save(update_fields=["status", "published_at"])
-        batch = open_next_batch()
-        PublicationEvent.objects.create(
-            action=PublicationEvent.Action.PUBLISH,
-            version=current,
-            previous=previous,
-            actor=actor,
-            batch=batch.name,
-        )
+        _switch_serving(PublicationEvent.Action.PUBLISH, current, previous=previous, actor=actor)
     return current
 
 
@@ -365,16 +358,31 @@ def rollback_version(
         current = published[0]
         current.status = ModelVersion.Status.RETIRED
         current.save(update_fields=["status"])
-        batch = open_next_batch()
-        PublicationEvent.objects.create(
-            action=PublicationEvent.Action.ROLLBACK,
-            version=current,
-            previous=current,
-            actor=actor,
-            batch=batch.name,
-            reason=reason[:500],
+        _switch_serving(
+            PublicationEvent.Action.ROLLBACK, current, previous=current, actor=actor, reason=reason
         )
     return published[1]
+
+
+def _switch_serving(
+    action: str,
+    version: ModelVersion,
+    *,
+    previous: ModelVersion | None,
+    actor: AbstractBaseUser | None,
+    reason: str = "",
+) -> None:
+    """Inside a publish or roll-back's transaction: the next batch, served by the policies now
+    newest, and the event that records the switch."""
+    batch = open_next_batch()
+    PublicationEvent.objects.create(
+        action=action,
+        version=version,
+        previous=previous,
+        actor=actor,
+        batch=batch.name,
+        reason=reason[:500],
+    )
 
 
 def weekly_rollover() -> Iteration | None:

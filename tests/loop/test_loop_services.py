@@ -190,3 +190,38 @@ def test_the_files_of_a_queued_or_succeeded_iteration_stay(loop):
     Iteration.objects.filter(pk=iteration.pk).update(status="succeeded")
     with pytest.raises(services.LoopConflict, match="is succeeded"):
         services.remove_iteration_files(iteration=iteration)
+
+
+def test_two_switches_at_once_leave_one_open_batch(loop):
+    """A publish and beat's rollover meet at a barrier and switch the batch at once: the lock
+    on the open batch lets one switch first and the other after it, each opening a batch of
+    its own. (A real race on PostgreSQL, in the second pass; SQLite queues the writers.)"""
+    import threading
+
+    from django.db import connection
+
+    new = ready_policy(loop, "v2")
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def run(action) -> None:
+        try:
+            barrier.wait()
+            action()
+        except Exception as error:  # reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    actions = [
+        lambda: services.publish_version(version=new, actor=None),
+        services.weekly_rollover,
+    ]
+    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert Batch.objects.filter(status=Batch.Status.OPEN).count() == 1
+    assert Batch.objects.count() == 4  # the two weeks, then one batch per switch

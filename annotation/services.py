@@ -82,6 +82,14 @@ def close_batches(batches: QuerySet[Batch]) -> int:
     )
 
 
+def close_batch(*, batch: Batch) -> Batch:
+    """Close one batch early (an admin's or a researcher's call); a closed one is a conflict."""
+    if not close_batches(Batch.objects.filter(pk=batch.pk)):
+        raise Conflict(f"{batch.name} is already closed")
+    batch.refresh_from_db()
+    return batch
+
+
 def open_next_batch(*, name: str | None = None) -> Batch:
     """Close the open batch (if any) and open the next one, served by the two newest published
     policies, or by the newest at two temperatures while there is only one (Llama 2 varies

@@ -27,7 +27,6 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from annotation import services as annotation_services
 from annotation.export import UnknownBatch, jsonl_lines, raw_records, training_records
-from annotation.models import Batch
 from annotation.stats import batch_statistics
 from rlhf import hyperparameters, selectors, services
 from rlhf.authentication import ApiTokenAuthentication, IsResearcher
@@ -58,6 +57,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     """The research API's one error format: {"detail": why, "field": the input or null}."""
     if isinstance(exc, services.LoopError):
         return _error(str(exc), exc.field, exc.status)
+    if isinstance(exc, annotation_services.AnnotationError):
+        return _error(str(exc), None, exc.status)
     if isinstance(exc, UnknownBatch):  # a batch named in the URL
         return _error(str(exc), None, status.HTTP_404_NOT_FOUND)
     if isinstance(exc, RequestDataTooBig):  # raised by Django as DRF reads the body
@@ -458,10 +459,8 @@ class BatchClose(BatchView):
         responses={200: BatchSerializer, **errors(404, 409)},
     )
     def post(self, request, name: str):
-        batch = self.get_object()
-        if not annotation_services.close_batches(Batch.objects.filter(pk=batch.pk)):
-            raise services.LoopConflict(f"{batch.name} is already closed")
-        return Response(BatchSerializer(self.get_queryset().get(pk=batch.pk)).data)
+        annotation_services.close_batch(batch=self.get_object())
+        return Response(BatchSerializer(self.get_object()).data)
 
 
 class BatchLabels(ResearchView):

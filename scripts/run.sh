@@ -8,11 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-mkdir -p var
-# A secret key made once for this installation; DEBUG stays off (no debug pages), HTTPS off
-# because it serves plain HTTP on localhost.
-[ -s var/secret_key ] || .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(50))" >var/secret_key
-export SECRET_KEY="$(cat var/secret_key)" HTTPS="${HTTPS:-0}" DEBUG="${DEBUG:-0}"
+source scripts/env.sh  # the secret key, HTTPS=0, DEBUG=0 (shared with manage.sh)
 port="${PORT:-8000}"
 
 .venv/bin/python manage.py migrate --noinput

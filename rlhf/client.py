@@ -127,8 +127,12 @@ def follow(client: Client, args: argparse.Namespace) -> int:
                 bar = tqdm(desc=step or iteration["status"], unit="step", file=out)
             bar.total = progress.get("total")
             bar.n = progress.get("step", 0)
-            if "loss" in progress:
-                bar.set_postfix(loss=f"{progress['loss']:.4g}", refresh=False)
+            # The phase says what the count counts (training steps, sampling chunks); sampling
+            # has no loss.
+            postfix = {"phase": progress.get("phase")}
+            if progress.get("loss") is not None:
+                postfix["loss"] = f"{progress['loss']:.4g}"
+            bar.set_postfix({k: v for k, v in postfix.items() if v is not None}, refresh=False)
             bar.refresh()
             if iteration["status"] in FINISHED:
                 break

@@ -33,8 +33,18 @@ def test_start_follow_publish(world, cli, capsys, monkeypatch):
     # The worker's part, played between polls: a step under way, then the iteration done.
     moves = iter(
         [
+            # Sampling: chunks counted, no loss.
+            {
+                "status": "running",
+                "current_step": "evaluate",
+                "progress": {"phase": "sample", "step": 1, "total": 3, "loss": None},
+            },
             {"status": "running", "current_step": "dpo", "progress": {"step": 2, "total": 4}},
-            {"status": "running", "current_step": "dpo", "progress": {"step": 4, "total": 4}},
+            {
+                "status": "running",
+                "current_step": "dpo",
+                "progress": {"phase": "train", "step": 4, "total": 4, "loss": 0.25},
+            },
             {"status": "succeeded", "current_step": "", "metrics": {"win_rate": 0.6}},
         ]
     )
@@ -45,7 +55,8 @@ def test_start_follow_publish(world, cli, capsys, monkeypatch):
     )
     assert cli(["follow", str(iteration.pk), "--interval", "0"]) == 0
     shown = capsys.readouterr()
-    assert "dpo" in shown.err and "4/4" in shown.err
+    assert "dpo" in shown.err and "4/4" in shown.err and "loss=0.25" in shown.err
+    assert "evaluate" in shown.err and "phase=sample" in shown.err
     assert f"iteration {iteration.pk} succeeded" in shown.err
     assert json.loads(shown.out) == {"win_rate": 0.6}
 

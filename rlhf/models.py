@@ -204,8 +204,14 @@ class Iteration(models.Model):
 
     @property
     def directory(self) -> Path:
-        """Where its steps write (the run directories) and its log."""
-        return Path(settings.ARTIFACTS_ROOT) / "iterations" / str(self.pk)
+        """Where its steps write (the run directories) and its log. Named by id and creation
+        time: an id can come back (a database restored or started afresh beside the same
+        artifacts root), and a step must never find another iteration's finished run there."""
+        return (
+            Path(settings.ARTIFACTS_ROOT)
+            / "iterations"
+            / f"{self.pk}-{self.created_at:%Y%m%d-%H%M%S-%f}"
+        )
 
     @property
     def log_path(self) -> Path:

@@ -225,3 +225,15 @@ def test_two_switches_at_once_leave_one_open_batch(loop):
     assert not errors, errors
     assert Batch.objects.filter(status=Batch.Status.OPEN).count() == 1
     assert Batch.objects.count() == 4  # the two weeks, then one batch per switch
+
+
+def test_an_id_that_comes_back_gets_a_directory_of_its_own(settings):
+    """After a database reset beside the same artifacts root, iteration 1 is a new iteration:
+    it must not find (and skip as done) the old one's finished runs."""
+    from datetime import UTC, datetime
+
+    first = Iteration(pk=1, created_at=datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+    again = Iteration(pk=1, created_at=datetime(2026, 11, 30, 9, 0, tzinfo=UTC))
+    assert first.directory != again.directory
+    assert first.directory.parent == settings.ARTIFACTS_ROOT / "iterations"
+    assert first.directory.name.startswith("1-20261123-")

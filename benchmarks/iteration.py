@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -146,6 +147,9 @@ def labelled_week(rows: list[dict[str, Any]]):
     annotator = User.objects.create_user("annotator")
     researcher = User.objects.create_user("researcher")
     batch = open_next_batch(name="demo-week")
+    # The batch's rule draws the held-out set at random; seeded, every run holds out the same
+    # comparisons (and a small --rows still holds some out, which evaluation needs).
+    random.seed(0)
     import_comparisons(batch=batch, rows=rows, annotator=annotator)
     close_batches(Batch.objects.filter(pk=batch.pk))
     heldout = Comparison.objects.filter(batch=batch, heldout=True).count()

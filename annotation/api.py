@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from annotation import selectors, services
 from annotation.models import Comparison, Guideline, Safety, Skip, Strength
 from annotation.permissions import IsAnnotator
+from tandem import idempotency
 
 
 class PromptInput(serializers.Serializer):
@@ -106,26 +107,41 @@ class Progress(AnnotatorView):
         return Response(selectors.progress(request.user, batch))
 
 
+def written_response(written: services.Written, user) -> Response:
+    """201 for a new turn; 200 for a retry whose Idempotency-Key found the turn it wrote."""
+    return Response(
+        comparison_json(written.comparison, user),
+        status=status.HTTP_201_CREATED if written.created else status.HTTP_200_OK,
+    )
+
+
+# The prompt writes take an Idempotency-Key header: a client that retries (after a timeout or a
+# 503) with the same key gets the turn its first request wrote, never a second dialogue.
 class Dialogues(AnnotatorView):
     def post(self, request):
+        key = idempotency.header_key(request.headers)
         data = self.valid(NewDialogueInput)
         try:
-            comparison = services.start_dialogue(author=request.user, **data)
+            written = services.start_dialogue(author=request.user, request_key=key, **data)
         except services.AnnotationError as error:
             return error_response(error)
-        return Response(comparison_json(comparison, request.user), status=status.HTTP_201_CREATED)
+        return written_response(written, request.user)
 
 
 class DialogueTurns(AnnotatorView):
     def post(self, request, dialogue_id: int):
+        key = idempotency.header_key(request.headers)
         data = self.valid(PromptInput)
         try:
-            comparison = services.continue_dialogue(
-                author=request.user, dialogue_id=dialogue_id, prompt=data["prompt"]
+            written = services.continue_dialogue(
+                author=request.user,
+                dialogue_id=dialogue_id,
+                prompt=data["prompt"],
+                request_key=key,
             )
         except services.AnnotationError as error:
             return error_response(error)
-        return Response(comparison_json(comparison, request.user), status=status.HTTP_201_CREATED)
+        return written_response(written, request.user)
 
 
 class ComparisonDetail(AnnotatorView):

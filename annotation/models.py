@@ -112,11 +112,19 @@ class Turn(models.Model):
     # The assistant message that continues the dialogue: the chosen (or edited) response once
     # the dialogue's author has labelled this turn.
     reply = models.TextField(blank=True)
+    # A retried write with the same key returns this turn instead of writing another: the
+    # request's Idempotency-Key (the API) or the form's key (the pages), scoped to its author
+    # ("user-12:abc"); the fingerprint tells a retry from a different request under that key.
+    request_key = models.CharField(max_length=300, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["dialogue", "index"]
         constraints = [
-            models.UniqueConstraint(fields=["dialogue", "index"], name="one_turn_per_index")
+            models.UniqueConstraint(fields=["dialogue", "index"], name="one_turn_per_index"),
+            models.UniqueConstraint(
+                fields=["request_key"], condition=~Q(request_key=""), name="one_turn_per_key"
+            ),
         ]
 
 
@@ -136,11 +144,25 @@ class Comparison(models.Model):
     # The whole prompt as the model saw it (chat format, earlier turns, this prompt), in tokens.
     context_tokens = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # The lease of the worker sampling it (annotation.generation, tandem.leases): who holds it,
+    # when it last said so, and how many workers took it. A pending row's heartbeat_at is
+    # when it was last sent to the queue.
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     ready_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]
+        # The reconciler's pass reads the few rows still waiting or sampling.
+        indexes = [
+            models.Index(
+                fields=["status"],
+                condition=Q(status__in=["pending", "generating"]),
+                name="comparison_active",
+            )
+        ]
 
     def response(self, side: str) -> Response:
         return next(r for r in self.responses.all() if r.side == side)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from annotation import selectors
+from annotation.generation import GENERATION
 from annotation.models import (
     Assignment,
     Batch,
@@ -39,6 +40,8 @@ from rlhf.models import ModelVersion
 from rlhf.serving import chat_format
 from rlhf.train.data import Comparison as TrainingRow
 from rlhf.train.data import parse_comparison
+from tandem import idempotency
+from tandem.leases import send_on_commit
 
 # Limits on what an annotator may send with a label.
 MAX_EDIT_CHARS = 20_000
@@ -126,34 +129,81 @@ def open_next_batch(*, name: str | None = None) -> Batch:
 # --- writing prompts ----------------------------------------------------------------------------
 
 
-def start_dialogue(*, author, prompt: str, guideline: str, risky: bool = False) -> Comparison:
+class Written(NamedTuple):
+    """A prompt write's comparison, and whether this request wrote it (False: a retry with
+    the same request key got the turn the first request wrote)."""
+
+    comparison: Comparison
+    created: bool
+
+
+def start_dialogue(
+    *, author, prompt: str, guideline: str, risky: bool = False, request_key: str = ""
+) -> Written:
     """A new dialogue whose first prompt is `prompt`; its two responses are queued for sampling."""
     if guideline not in Guideline.values:
         raise AnnotationError(f"unknown guideline {guideline!r}: expected helpfulness or safety")
-    batch = open_batch()
-    with transaction.atomic():
-        dialogue = Dialogue.objects.create(
-            batch=batch, author=author, guideline=guideline, risky=risky
-        )
-        return _add_turn(dialogue, [], prompt, holder=author)
+
+    def write(key: tuple[str, str]) -> Comparison:
+        batch = open_batch()
+        with transaction.atomic():
+            dialogue = Dialogue.objects.create(
+                batch=batch, author=author, guideline=guideline, risky=risky
+            )
+            return _add_turn(dialogue, [], prompt, holder=author, key=key)
+
+    request = {"dialogue": None, "prompt": prompt, "guideline": guideline, "risky": risky}
+    return _write_once(author, request_key, request, write)
 
 
-def continue_dialogue(*, author, dialogue_id: int, prompt: str) -> Comparison:
+def continue_dialogue(*, author, dialogue_id: int, prompt: str, request_key: str = "") -> Written:
     """The next turn of the author's dialogue, after the chosen reply to the last one."""
-    with transaction.atomic():
-        dialogue = (
-            Dialogue.objects.select_for_update()
-            .filter(pk=dialogue_id, author=author, source=Dialogue.Source.WRITTEN)
-            .first()
-        )
-        if dialogue is None:
-            raise NotFound("no such dialogue of yours")
-        if dialogue.batch.status != Batch.Status.OPEN:
-            raise Conflict("this dialogue's batch is closed; start a new dialogue")
-        turns = list(dialogue.turns.all())
-        if not turns[-1].reply:
-            raise Conflict("label the last turn before continuing the dialogue")
-        return _add_turn(dialogue, turns, prompt, holder=author)
+
+    def write(key: tuple[str, str]) -> Comparison:
+        with transaction.atomic():
+            dialogue = (
+                Dialogue.objects.select_for_update()
+                .filter(pk=dialogue_id, author=author, source=Dialogue.Source.WRITTEN)
+                .first()
+            )
+            if dialogue is None:
+                raise NotFound("no such dialogue of yours")
+            if dialogue.batch.status != Batch.Status.OPEN:
+                raise Conflict("this dialogue's batch is closed; start a new dialogue")
+            turns = list(dialogue.turns.all())
+            if not turns[-1].reply:
+                raise Conflict("label the last turn before continuing the dialogue")
+            return _add_turn(dialogue, turns, prompt, holder=author, key=key)
+
+    return _write_once(author, request_key, {"dialogue": dialogue_id, "prompt": prompt}, write)
+
+
+def _write_once(
+    author, request_key: str, request: dict, write: Callable[[tuple[str, str]], Comparison]
+) -> Written:
+    """`write(key)` unless an earlier request with this request key wrote the turn already
+    (then that turn), `key` being the (scoped key, fingerprint) to store on the new turn."""
+    if not request_key:
+        return Written(write(("", "")), created=True)
+    key = (idempotency.scoped(author, request_key), idempotency.fingerprint(request))
+    if (earlier := _written_with(*key)) is not None:
+        return earlier
+    try:
+        return Written(write(key), created=True)
+    except IntegrityError:
+        # Two requests with one key at once: the unique key let one in; return that one.
+        if (earlier := _written_with(*key)) is None:
+            raise
+        return earlier
+
+
+def _written_with(key: str, fingerprint: str) -> Written | None:
+    turn = Turn.objects.filter(request_key=key).select_related("comparison").first()
+    if turn is None:
+        return None
+    if turn.request_fingerprint != fingerprint:
+        raise Conflict(f"this {idempotency.HEADER} was used for a different prompt")
+    return Written(turn.comparison, created=False)
 
 
 def import_prompts(batch: Batch, rows: Iterable[dict]) -> list[Comparison]:
@@ -188,7 +238,14 @@ def import_prompts(batch: Batch, rows: Iterable[dict]) -> list[Comparison]:
     return comparisons
 
 
-def _add_turn(dialogue: Dialogue, earlier: list[Turn], prompt: str, *, holder) -> Comparison:
+def _add_turn(
+    dialogue: Dialogue,
+    earlier: list[Turn],
+    prompt: str,
+    *,
+    holder,
+    key: tuple[str, str] = ("", ""),
+) -> Comparison:
     batch = dialogue.batch
     prompt = prompt.strip() if isinstance(prompt, str) else ""
     if not prompt:
@@ -217,6 +274,8 @@ def _add_turn(dialogue: Dialogue, earlier: list[Turn], prompt: str, *, holder) -
         index=len(earlier),
         prompt=prompt,
         prompt_tokens=chat.count_tokens(prompt),
+        request_key=key[0],
+        request_fingerprint=key[1],
     )
     comparison = Comparison.objects.create(
         turn=turn,
@@ -224,6 +283,7 @@ def _add_turn(dialogue: Dialogue, earlier: list[Turn], prompt: str, *, holder) -
         left=random.choice(Side.values),
         heldout=_draw_heldout(batch),
         context_tokens=context_tokens,
+        heartbeat_at=timezone.now(),  # sent now (the reconciler's clock for a pending row)
     )
     Response.objects.bulk_create(
         Response(
@@ -245,9 +305,7 @@ def _add_turn(dialogue: Dialogue, earlier: list[Turn], prompt: str, *, holder) -
         Assignment.objects.create(
             comparison=comparison, annotator=holder, status=Assignment.Status.LOCKED
         )
-    from annotation.tasks import generate_comparison  # the task module imports this one
-
-    transaction.on_commit(lambda: generate_comparison.delay(comparison.pk))
+    send_on_commit(GENERATION, comparison.pk)
     return comparison
 
 

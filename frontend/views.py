@@ -86,7 +86,9 @@ def new_dialogue(request: HttpRequest) -> HttpResponse:
     form = NewDialogueForm(request.POST)
     if form.is_valid():
         try:
-            comparison = services.start_dialogue(author=request.user, **form.cleaned_data)
+            comparison = services.start_dialogue(
+                author=request.user, **form.cleaned_data
+            ).comparison
         except services.AnnotationError as error:
             form.add_error(None, str(error))
         else:
@@ -101,8 +103,8 @@ def continue_dialogue(request: HttpRequest, dialogue_id: int) -> HttpResponse:
     if form.is_valid():
         try:
             comparison = services.continue_dialogue(
-                author=request.user, dialogue_id=dialogue_id, prompt=form.cleaned_data["prompt"]
-            )
+                author=request.user, dialogue_id=dialogue_id, **form.cleaned_data
+            ).comparison
         except services.AnnotationError as error:
             form.add_error(None, str(error))
         else:

@@ -47,8 +47,8 @@ from rlhf.serializers import (
     RatingsSerializer,
     RollbackInput,
     VersionChartsSerializer,
-    idempotency_key,
 )
+from tandem import idempotency
 
 # --- errors ---------------------------------------------------------------------------------
 
@@ -227,7 +227,7 @@ class IterationList(ResearchView, generics.ListAPIView):
     def post(self, request):
         data = self.valid(IterationStartInput, request.data)
         started = services.start_iteration(
-            actor=request.user, idempotency_key=idempotency_key(request.headers), **data
+            actor=request.user, idempotency_key=idempotency.header_key(request.headers), **data
         )
         return Response(
             IterationSerializer(started.iteration).data,

@@ -2,12 +2,12 @@
 
     export -> reward_helpfulness -> reward_safety -> policy stage(s) -> evaluate -> publish
 
-The database is the truth a worker resumes from, not the broker. The training task is
-acknowledged when a worker takes it; the worker then holds the iteration's lease (its
+The database is the truth a worker resumes from, not the broker (tandem.leases). The training
+task is acknowledged when a worker takes it; the worker then holds the iteration's lease (its
 `worker` and `heartbeat_at`, renewed by a heartbeat thread) while it works. A worker that dies,
 SIGKILL included, leaves a lease that goes stale (no heartbeat for ITERATION_STALE_SECONDS) or
-names a process that no longer exists on this host; `requeue_stale` (beat, and every worker's
-start) enqueues such an iteration again, and the next worker takes the lease over:
+names a process that no longer exists on this host; the reconciler (beat, and every train
+worker's start) enqueues such an iteration again, and the next worker takes the lease over:
 
 - a step that succeeded is skipped (its row says so, with its metrics);
 - the step that was running starts again on the same run directory, so a training stage
@@ -26,21 +26,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import socket
-import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 from django.db.models import F
 from django.utils import timezone
 
@@ -57,6 +52,7 @@ from rlhf.train import (
 )
 from rlhf.train.data import write_jsonl
 from rlhf.train.launch import launch
+from tandem.leases import Lease, LeasedWork
 
 log = logging.getLogger(__name__)
 
@@ -73,102 +69,36 @@ class Interrupted(Exception):
 # --- the lease ----------------------------------------------------------------------------------
 
 
-def worker_identity() -> str:
-    """host:pid:nonce. The nonce tells two runs of one process apart (a solo worker runs tasks
-    one after another in one process)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def holder_is_gone(worker: str) -> bool:
-    """Whether the process named by a lease has certainly died: it ran on this host and no
-    such process exists. (Another host's process is judged by its heartbeat alone.)"""
-    host, _, rest = worker.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # exists, run by another user
-        return False
-    return False
-
-
-def lease_is_free(iteration: Iteration, now) -> bool:
-    if not iteration.worker:
-        return True
-    stale = now - timedelta(seconds=settings.ITERATION_STALE_SECONDS)
-    return (
-        iteration.heartbeat_at is None
-        or iteration.heartbeat_at < stale
-        or holder_is_gone(iteration.worker)
+def _give_up(rows, message: str) -> int:
+    now = timezone.now()
+    IterationStep.objects.filter(iteration__in=rows, status=IterationStep.Status.RUNNING).update(
+        status=IterationStep.Status.FAILED, error=message, finished_at=now
     )
+    return rows.update(worker="", status=Iteration.Status.FAILED, error=message, finished_at=now)
 
 
-class Lease:
-    """This worker's hold on an iteration, renewed from a thread of its own so long phases
-    without progress reports (loading a model, a long evaluation) keep it alive."""
+def _send(iteration_id: int) -> None:
+    from rlhf.tasks import train_iteration  # the task module imports this one
 
-    def __init__(self, iteration_id: int, worker: str) -> None:
-        self.iteration_id = iteration_id
-        self.worker = worker
-        self.lost = threading.Event()
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+    train_iteration.delay(iteration_id)
 
-    def claim(self) -> bool:
-        """Take the iteration if it is active and its lease is free. Compare-and-set on the
-        lease as read, so of two workers that both saw it free only one gets it."""
-        now = timezone.now()
-        current = Iteration.objects.filter(
-            pk=self.iteration_id, status__in=Iteration.ACTIVE
-        ).first()
-        if current is None or not lease_is_free(current, now):
-            return False
-        taken = Iteration.objects.filter(
-            pk=self.iteration_id,
-            status__in=Iteration.ACTIVE,
-            worker=current.worker,
-            heartbeat_at=current.heartbeat_at,
-        ).update(
-            worker=self.worker,
-            heartbeat_at=now,
-            attempts=F("attempts") + 1,
-            started_at=current.started_at or now,
-        )
-        if taken:
-            Iteration.objects.filter(pk=self.iteration_id, status=Iteration.Status.QUEUED).update(
-                status=Iteration.Status.RUNNING
-            )
-        return bool(taken)
 
-    def beat(self) -> None:
-        renewed = Iteration.objects.filter(pk=self.iteration_id, worker=self.worker).update(
-            heartbeat_at=timezone.now()
-        )
-        if not renewed:
-            self.lost.set()
-
-    def start_heartbeat(self) -> None:
-        def renew() -> None:
-            try:
-                while not self._done.wait(settings.ITERATION_HEARTBEAT_SECONDS):
-                    self.beat()
-            finally:
-                connection.close()  # this thread's own connection
-
-        self._thread = threading.Thread(target=renew, name="iteration-heartbeat", daemon=True)
-        self._thread.start()
-
-    def release(self, **final: Any) -> None:
-        """Stop the heartbeat and give the lease up, writing `final` fields with it."""
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
-        Iteration.objects.filter(pk=self.iteration_id, worker=self.worker).update(
-            worker="", **final
-        )
+# Iterations as leased work (tandem.leases): a worker holds one while it trains; the
+# reconciler hands one whose worker died to the next.
+TRAINING = LeasedWork(
+    name="iteration",
+    queue="train",
+    model=Iteration,
+    active=Iteration.ACTIVE,
+    on_claim={Iteration.Status.QUEUED: Iteration.Status.RUNNING},
+    on_release={},
+    heartbeat_setting="ITERATION_HEARTBEAT_SECONDS",
+    stale_setting="ITERATION_STALE_SECONDS",
+    max_attempts_setting="ITERATION_MAX_ATTEMPTS",
+    send=_send,
+    give_up=_give_up,
+    claim_fields=lambda row, now: {"started_at": row.started_at or now},
+)
 
 
 # --- running an iteration -----------------------------------------------------------------------
@@ -179,7 +109,7 @@ def run_iteration(iteration_id: int) -> str:
     Returns what happened (for the task's log). A call for an iteration another live worker
     holds, or one already finished, does nothing."""
     close_old_connections()
-    lease = Lease(iteration_id, worker_identity())
+    lease = Lease(TRAINING, iteration_id)
     if not lease.claim():
         return "not claimed"
     iteration = Iteration.objects.get(pk=iteration_id)
@@ -559,20 +489,3 @@ def summary_metrics(iteration: Iteration) -> dict[str, Any]:
     }
     summary["published"] = steps.get("publish", {}).get("version")
     return summary
-
-
-def requeue_stale(now=None) -> list[int]:
-    """Enqueue again every active iteration no live worker is working on: running ones whose
-    lease is free (stale, or its process gone), and queued ones old enough that their message
-    may have been lost with the broker. A duplicate message is harmless: the lease lets one
-    worker in."""
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.ITERATION_STALE_SECONDS)
-    ids = [
-        iteration.pk
-        for iteration in Iteration.objects.filter(status__in=Iteration.ACTIVE)
-        if (lease_is_free(iteration, now) if iteration.worker else iteration.created_at < stale)
-    ]
-    for iteration_id in ids:
-        services.enqueue_iteration(iteration_id)
-    return ids

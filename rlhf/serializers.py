@@ -3,7 +3,6 @@ back. They check types and choices only; the loop's rules are rlhf.services'."""
 
 from __future__ import annotations
 
-import re
 from typing import Any, TypedDict
 
 from drf_spectacular.utils import extend_schema_field
@@ -15,7 +14,6 @@ from rlhf.models import Iteration, IterationStep, ModelVersion
 
 # A header travels as Latin-1; the key is stored (scoped to its user) and compared, so only
 # printable ASCII of a bounded length is accepted.
-IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,200}")
 MAX_LOG_LINES = 1000
 
 
@@ -47,16 +45,6 @@ class IterationStartInput(serializers.Serializer):
         help_text="the policy to improve; default: the newest published one",
     )
     auto_publish = serializers.BooleanField(default=True)
-
-
-def idempotency_key(headers) -> str:
-    """The request's Idempotency-Key header ("" without one)."""
-    key = headers.get("Idempotency-Key", "")
-    if key and not IDEMPOTENCY_KEY.fullmatch(key):
-        raise serializers.ValidationError(
-            {"Idempotency-Key": "must be 1-200 printable ASCII characters"}
-        )
-    return key
 
 
 class RollbackInput(serializers.Serializer):

@@ -4,8 +4,6 @@ admin actions and tasks call these; they hold no rules themselves."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -32,6 +30,8 @@ from modelcore.gguf_import import import_gguf
 from modelcore.hf_interop import load_hf_model
 from rlhf import hyperparameters as loop_hyperparameters
 from rlhf.models import Iteration, IterationStep, ModelVersion, PublicationEvent
+from tandem import idempotency
+from tandem.leases import send_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,8 @@ def start_iteration(
         "parent": parent.pk,
         "auto_publish": auto_publish,
     }
-    fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
-    key = f"user-{actor.pk}:{idempotency_key}" if idempotency_key and actor else idempotency_key
+    fingerprint = idempotency.fingerprint(request)
+    key = idempotency.scoped(actor, idempotency_key)
     if key and (earlier := _same_key(key, fingerprint)) is not None:
         return Started(earlier, created=False)
     try:
@@ -300,10 +300,11 @@ def _same_key(key: str, fingerprint: str) -> Iteration | None:
 
 
 def enqueue_iteration(iteration_id: int) -> None:
-    """Send the iteration to the `train` queue once the current transaction commits."""
-    from rlhf.tasks import train_iteration  # the task module imports this one
+    """Send the iteration to the `train` queue once the current transaction commits. A broker
+    that is away does not fail the start: the reconciler sends it once the broker is back."""
+    from rlhf.pipeline import TRAINING  # the pipeline imports this module
 
-    transaction.on_commit(lambda: train_iteration.delay(iteration_id))
+    send_on_commit(TRAINING, iteration_id)
 
 
 def cancel_iteration(*, iteration: Iteration) -> Iteration:

@@ -178,7 +178,17 @@ SPECTACULAR_SETTINGS = {
 # Celery: queues `default`, `generate` (sampling for annotators) and `train` (GPU jobs). Without
 # REDIS_URL the broker is a pair of folders, so the embedded default runs with no server.
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
-if not REDIS_URL:
+if REDIS_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Redis hands an unacknowledged message to another worker after this long. Only
+        # `generate` acknowledges late (training acknowledges on receipt and resumes from its
+        # row), so this is a few times the longest generation, not the longest job.
+        "visibility_timeout": env.get_int("BROKER_VISIBILITY_TIMEOUT", 900, minimum=60),
+        # A Redis that hangs must not hang a request's enqueue (tandem.leases.send_safely).
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,
+    }
+else:
     _broker_folder = TANDEM_HOME / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_folder),
@@ -187,6 +197,16 @@ if not REDIS_URL:
     }
     for _folder in (_broker_folder, TANDEM_HOME / "broker-control"):
         _folder.mkdir(parents=True, exist_ok=True)
+# An enqueue whose broker is away gives up within a second (the row stays pending and the
+# reconciler sends it); a worker whose broker is away reconnects for as long as it takes.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_ALWAYS_EAGER = env.get_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 LOGGING = {
@@ -236,10 +256,27 @@ TRAIN_PROCESSES = env.get_int("TRAIN_PROCESSES", 1, minimum=1)
 # renewed for ITERATION_STALE_SECONDS belongs to a dead worker and is taken over.
 ITERATION_HEARTBEAT_SECONDS = env.get_int("ITERATION_HEARTBEAT_SECONDS", 10, minimum=1)
 ITERATION_STALE_SECONDS = env.get_int("ITERATION_STALE_SECONDS", 120, minimum=2)
-if ITERATION_STALE_SECONDS <= 2 * ITERATION_HEARTBEAT_SECONDS:
-    raise ImproperlyConfigured(
-        "ITERATION_STALE_SECONDS must be more than twice ITERATION_HEARTBEAT_SECONDS"
-    )
+# A worker that died with an iteration this many times leaves it failed.
+ITERATION_MAX_ATTEMPTS = env.get_int("ITERATION_MAX_ATTEMPTS", 5, minimum=1)
+# Generation (annotation.generation), leased as iterations are: renewed every
+# GENERATION_HEARTBEAT_SECONDS, free after GENERATION_STALE_SECONDS without a heartbeat, failed
+# once its workers died GENERATION_MAX_ATTEMPTS times. A database error retries the task with
+# backoff (1, 2, 4 ... 60 s) up to GENERATION_MAX_RETRIES times.
+GENERATION_HEARTBEAT_SECONDS = env.get_int("GENERATION_HEARTBEAT_SECONDS", 5, minimum=1)
+GENERATION_STALE_SECONDS = env.get_int("GENERATION_STALE_SECONDS", 30, minimum=2)
+GENERATION_MAX_ATTEMPTS = env.get_int("GENERATION_MAX_ATTEMPTS", 3, minimum=1)
+GENERATION_MAX_RETRIES = env.get_int("GENERATION_MAX_RETRIES", 10, minimum=0)
+for _heartbeat, _stale in (
+    ("ITERATION_HEARTBEAT_SECONDS", "ITERATION_STALE_SECONDS"),
+    ("GENERATION_HEARTBEAT_SECONDS", "GENERATION_STALE_SECONDS"),
+):
+    if globals()[_stale] <= 2 * globals()[_heartbeat]:
+        raise ImproperlyConfigured(f"{_stale} must be more than twice {_heartbeat}")
+# How often beat runs the reconciler (tandem.leases): work lost with the broker or a dead
+# worker is sent again within about this long of its stale time.
+RECONCILE_SECONDS = env.get_int(
+    "RECONCILE_SECONDS", min(GENERATION_STALE_SECONDS, ITERATION_STALE_SECONDS) // 2, minimum=1
+)
 # What beat starts when it closes the week's batch (a cron line: minute hour day month weekday).
 LOOP_ROLLOVER_CRON = env.get_cron("LOOP_ROLLOVER_CRON", "0 0 * * 1")
 LOOP_ALGORITHM = env.get_choice(
@@ -253,9 +290,6 @@ CELERY_BEAT_SCHEDULE = {
         "task": "rlhf.tasks.weekly_rollover",
         "schedule": LOOP_ROLLOVER_CRON,
     },
-    # Re-enqueues iterations whose worker died (rlhf.pipeline).
-    "requeue-stale-iterations": {
-        "task": "rlhf.tasks.requeue_stale_iterations",
-        "schedule": ITERATION_STALE_SECONDS / 2,
-    },
+    # Sends again the comparisons and iterations whose message or worker was lost.
+    "reconcile": {"task": "tandem.tasks.reconcile", "schedule": RECONCILE_SECONDS},
 }

@@ -14,3 +14,6 @@ urlpatterns = [
     path("research/", include("rlhf.urls")),
     path("", include("frontend.urls")),
 ]
+
+# A database or Redis outage is a 503 with Retry-After, not a 500 (tandem/errors.py).
+handler500 = "tandem.errors.server_error"

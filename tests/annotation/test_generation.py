@@ -27,7 +27,7 @@ def test_both_responses_are_sampled_and_recorded(
     with django_capture_on_commit_callbacks(execute=True):
         comparison = services.start_dialogue(
             author=alice, prompt="Name a colour.", guideline="helpfulness"
-        )
+        ).comparison
     comparison.refresh_from_db()
     assert comparison.status == Comparison.Status.READY and comparison.ready_at is not None
     # The chat format wraps the prompt: system turn, user turn, assistant header.
@@ -49,7 +49,7 @@ def test_sampling_is_reproducible_from_the_recorded_seed(
     with django_capture_on_commit_callbacks(execute=True):
         comparison = services.start_dialogue(
             author=make_user("alice"), prompt="Say something.", guideline="helpfulness"
-        )
+        ).comparison
     before = {r.side: r.text for r in comparison.responses.all()}
     Comparison.objects.filter(pk=comparison.pk).update(status=Comparison.Status.PENDING)
     generate_comparison(comparison.pk)
@@ -61,7 +61,7 @@ def test_a_dialogue_continues_from_the_preferred_reply(
 ):
     alice = make_user("alice")
     with django_capture_on_commit_callbacks(execute=True):
-        first = services.start_dialogue(author=alice, prompt="Hello!", guideline="helpfulness")
+        first = services.start_dialogue(author=alice, prompt="Hello!", guideline="helpfulness").comparison
     with pytest.raises(services.Conflict, match="label the last turn"):
         services.continue_dialogue(
             author=alice, dialogue_id=first.turn.dialogue_id, prompt="And then?"
@@ -74,7 +74,7 @@ def test_a_dialogue_continues_from_the_preferred_reply(
     with django_capture_on_commit_callbacks(execute=True):
         second = services.continue_dialogue(
             author=alice, dialogue_id=first.turn.dialogue_id, prompt="How are you?"
-        )
+        ).comparison
     first.turn.refresh_from_db()
     assert first.turn.reply == "Hi there."
     assert second.turn.index == 1
@@ -103,7 +103,7 @@ def test_a_model_that_cannot_load_fails_the_comparison_visibly(
     with django_capture_on_commit_callbacks(execute=True):
         comparison = services.start_dialogue(
             author=make_user("alice"), prompt="Hi", guideline="helpfulness"
-        )
+        ).comparison
     comparison.refresh_from_db()
     assert comparison.status == Comparison.Status.FAILED
     assert "model.safetensors" in comparison.error

@@ -216,7 +216,7 @@ def test_heldout_share_and_cap(batch):
 
 def test_a_writers_own_prompt_never_reaches_the_queue(batch, make_user):
     writer, other = make_user("writer"), make_user("other")
-    own = services.start_dialogue(author=writer, prompt="Mine?", guideline="helpfulness")
+    own = services.start_dialogue(author=writer, prompt="Mine?", guideline="helpfulness").comparison
     Comparison.objects.filter(pk=own.pk).update(status=Comparison.Status.READY)
     assert services.claim_next(other) is None
     services.skip(writer, own.pk, reason="broken_response")

@@ -13,7 +13,7 @@ from annotation.models import Comparison
 def test_a_worker_process_samples_the_pair(transactional_db, batch, make_user, celery_worker):
     comparison = services.start_dialogue(
         author=make_user("alice"), prompt="Name a fruit.", guideline="helpfulness"
-    )
+    ).comparison
     celery_worker.wait_ready()
     deadline = time.monotonic() + 120
     while comparison.status in (Comparison.Status.PENDING, Comparison.Status.GENERATING):

@@ -82,7 +82,7 @@ def test_a_closed_week_becomes_the_next_published_model(
     # The next batch samples from the new policy.
     comparison = start_dialogue(
         author=loop.researcher, prompt="Name a colour.", guideline="helpfulness"
-    )
+    ).comparison
     generate_comparison(comparison.pk)
     comparison.refresh_from_db()
     assert comparison.status == Comparison.Status.READY, comparison.error

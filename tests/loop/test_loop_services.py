@@ -13,8 +13,11 @@ import pytest
 from django.utils import timezone
 
 from annotation.models import Batch
-from rlhf import pipeline, services
+from rlhf import services
 from rlhf.models import Iteration, ModelVersion, PublicationEvent
+from rlhf.pipeline import TRAINING
+from tandem.celery import app
+from tandem.leases import reconcile
 
 
 def open_batch() -> Batch:
@@ -94,6 +97,10 @@ def test_a_reward_model_does_not_publish(loop):
         services.publish_version(version=rm, actor=None)
 
 
+def requeued(**kwargs) -> list[int]:
+    return reconcile(TRAINING, **kwargs).requeued
+
+
 def started(loop) -> Iteration:
     return services.start_iteration(actor=loop.researcher, algorithm="dpo").iteration
 
@@ -105,9 +112,12 @@ def test_a_stale_heartbeat_is_requeued_and_a_fresh_one_is_not(loop, settings):
     Iteration.objects.filter(pk=iteration.pk).update(
         status="running", worker="elsewhere:1:abc", heartbeat_at=beat
     )
-    assert pipeline.requeue_stale(now=beat + timedelta(seconds=5)) == []
+    assert requeued(now=beat + timedelta(seconds=5)) == []
     later = beat + timedelta(seconds=settings.ITERATION_STALE_SECONDS + 1)
-    assert pipeline.requeue_stale(now=later) == [iteration.pk]
+    assert requeued(now=later) == [iteration.pk]
+    # Released by the reconciler: the next worker's claim finds it free.
+    iteration.refresh_from_db()
+    assert iteration.worker == "" and iteration.status == "running"
 
 
 def test_a_lease_of_a_dead_process_on_this_host_is_free_at_once(loop):
@@ -119,17 +129,40 @@ def test_a_lease_of_a_dead_process_on_this_host_is_free_at_once(loop):
     Iteration.objects.filter(pk=iteration.pk).update(
         status="running", worker=dead, heartbeat_at=timezone.now()
     )
-    assert pipeline.requeue_stale() == [iteration.pk]
+    assert requeued() == [iteration.pk]
     alive = f"{socket.gethostname()}:{os.getpid()}:abc"
     Iteration.objects.filter(pk=iteration.pk).update(worker=alive)
-    assert pipeline.requeue_stale() == []
+    assert requeued() == []
 
 
 def test_a_queued_iteration_is_requeued_only_once_its_message_may_be_lost(loop, settings):
-    iteration = started(loop)
-    assert pipeline.requeue_stale() == []
+    iteration = started(loop)  # its message is never sent: the test's transaction never commits
+    with app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("train")
+    assert requeued() == []  # too young: its message may still be on the way
     later = iteration.created_at + timedelta(seconds=settings.ITERATION_STALE_SECONDS + 1)
-    assert pipeline.requeue_stale(now=later) == [iteration.pk]
+    with app.connection_for_write() as broker:  # a message waits: this row may be its
+        broker.SimpleQueue("train").put({"waiting": True})
+        assert requeued(now=later) == []
+        broker.default_channel.queue_purge("train")
+    assert requeued(now=later) == [iteration.pk]
+    # Stamped when sent: not sent again until another stale period has passed.
+    assert requeued(now=later + timedelta(seconds=1)) == []
+
+
+def test_an_iteration_whose_workers_keep_dying_fails_visibly(loop, settings):
+    iteration = started(loop)
+    Iteration.objects.filter(pk=iteration.pk).update(
+        status="running",
+        worker="elsewhere:1:abc",
+        heartbeat_at=timezone.now() - timedelta(days=1),
+        attempts=settings.ITERATION_MAX_ATTEMPTS,
+    )
+    outcome = reconcile(TRAINING)
+    assert outcome.requeued == [] and outcome.failed == [iteration.pk]
+    iteration.refresh_from_db()
+    assert iteration.status == "failed" and iteration.worker == ""
+    assert f"gave up after {settings.ITERATION_MAX_ATTEMPTS} attempts" in iteration.error
 
 
 def test_cancelling_a_queued_iteration_cancels_it_at_once(loop):

@@ -192,11 +192,9 @@ class Annotator:
 
 def seed(args: argparse.Namespace, items: int) -> list[Annotator]:
     """Migrate, then write the model version, batch, annotators (with sessions) and queue."""
-    import dataclasses
     from unittest import mock
 
     import django
-    import torch
 
     django.setup()
     from django.conf import settings
@@ -215,11 +213,7 @@ def seed(args: argparse.Namespace, items: int) -> list[Annotator]:
     from annotation import services, tasks
     from annotation.models import Assignment, Batch, Comparison, Dialogue, Response, Side, Turn
     from annotation.permissions import ANNOTATOR
-    from modelcore.assets import smollm2_gguf_path
-    from modelcore.checkpoint import save_checkpoint
-    from modelcore.config import ModelConfig
-    from modelcore.model import LlamaLM, init_weights
-    from modelcore.tokenizer import Tokenizer
+    from modelcore.tiny import save_tiny_model
     from rlhf.models import ModelVersion
     from rlhf.services import register_checkpoint
 
@@ -227,23 +221,8 @@ def seed(args: argparse.Namespace, items: int) -> list[Annotator]:
     call_command("migrate", verbosity=0, interactive=False)
     log(f"migrated in {time.perf_counter() - started:.1f} s")
 
-    # A tiny random model with the real tokenizer, as tests/django_fixtures.py writes it.
-    config = dataclasses.replace(
-        ModelConfig.from_name("smollm2-135m"),
-        dim=64,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        intermediate_size=96,
-        max_seq_len=1024,
-    )
-    torch.manual_seed(args.seed)
-    model = LlamaLM(config)
-    init_weights(model)
     root = Path(settings.ARTIFACTS_ROOT)
-    directory = save_checkpoint(
-        model, Tokenizer.from_gguf(smollm2_gguf_path()), root / "models" / "tiny"
-    )
+    directory = save_tiny_model(root / "models" / "tiny", seed=args.seed)
     version = register_checkpoint(
         ModelVersion.objects.create(name="tiny", artifact_path=str(directory.relative_to(root))),
         publish=True,

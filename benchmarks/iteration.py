@@ -31,7 +31,6 @@ The last line of stdout is one JSON object; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import random
@@ -101,34 +100,13 @@ def base_model(tiny: bool):
 
     if not tiny:
         return services.ensure_base_model()
-    import torch
     from django.conf import settings
 
-    from modelcore.assets import smollm2_gguf_path
-    from modelcore.checkpoint import save_checkpoint
-    from modelcore.config import ModelConfig
-    from modelcore.model import LlamaLM, init_weights
-    from modelcore.tokenizer import Tokenizer
+    from modelcore.tiny import save_tiny_model
     from rlhf.models import ModelVersion
 
-    # As tests/django_fixtures.py writes it: a model that runs in milliseconds, with the real
-    # tokenizer and chat template the web code checks prompts with.
-    config = dataclasses.replace(
-        ModelConfig.from_name("smollm2-135m"),
-        dim=64,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        intermediate_size=96,
-        max_seq_len=1024,
-    )
-    torch.manual_seed(0)
-    model = LlamaLM(config)
-    init_weights(model)
     root = Path(settings.ARTIFACTS_ROOT)
-    directory = save_checkpoint(
-        model, Tokenizer.from_gguf(smollm2_gguf_path()), root / "models" / "tiny"
-    )
+    directory = save_tiny_model(root / "models" / "tiny")
     version = ModelVersion.objects.create(
         name="tiny", artifact_path=str(directory.relative_to(root))
     )

@@ -251,10 +251,15 @@ def reconcile(work: LeasedWork, *, now: datetime | None = None) -> Reconciled:
 
 def waiting_messages(queue: str) -> int:
     """Messages waiting in a broker queue (not those a worker has reserved)."""
+    from kombu.exceptions import ChannelError
+
     from tandem.celery import app
 
     with app.connection_for_read() as broker:
-        return broker.default_channel.queue_declare(queue=queue, passive=True).message_count
+        try:
+            return broker.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except ChannelError:  # Redis keeps no empty list: a queue never used, or emptied
+            return 0
 
 
 def send_safely(work: LeasedWork, pk: int) -> bool:

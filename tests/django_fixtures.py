@@ -1,14 +1,13 @@
 """Fixtures for the Django apps: model versions on disk, an open batch, users in roles.
 
-`tiny_model_dir` is a random 2-layer model with SmolLM2's real tokenizer and chat template: the
-web code counts and checks prompts with the real format, and a worker samples from it in
-milliseconds. `smollm2_model_dir` is the real base model, for tests where the words matter. `celery_worker`
+`tiny_model_dir` is modelcore.tiny's random 2-layer model with SmolLM2's real tokenizer and
+chat template: the web code counts and checks prompts with the real format, and a worker samples
+from it in milliseconds. `smollm2_model_dir` is the real base model, for tests where the words matter. `celery_worker`
 is a real worker process on the test database and the configured broker.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -18,14 +17,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import torch
 
 from modelcore.assets import smollm2_gguf_path
 from modelcore.checkpoint import save_checkpoint
-from modelcore.config import ModelConfig
 from modelcore.gguf_import import import_gguf
-from modelcore.model import LlamaLM, init_weights
-from modelcore.tokenizer import Tokenizer
+from modelcore.tiny import save_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -37,20 +33,7 @@ def artifacts_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(artifacts_root: Path) -> Path:
-    tokenizer = Tokenizer.from_gguf(smollm2_gguf_path())
-    config = dataclasses.replace(
-        ModelConfig.from_name("smollm2-135m"),
-        dim=64,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        intermediate_size=96,
-        max_seq_len=1024,
-    )
-    torch.manual_seed(0)
-    model = LlamaLM(config)
-    init_weights(model)
-    return save_checkpoint(model, tokenizer, artifacts_root / "models" / "tiny", overwrite=True)
+    return save_tiny_model(artifacts_root / "models" / "tiny", overwrite=True)
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,55 @@ def test_oversized_and_forged_prompts_are_refused_whole(batch, client_for, setti
     assert not Dialogue.objects.exists()
 
 
+def test_a_retried_prompt_write_returns_the_first_dialogue(batch, client_for):
+    client = client_for("alice")
+    body = {"prompt": "What is a tide?", "guideline": "helpfulness"}
+    first = client.post(f"{API}/dialogues/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    again = client.post(f"{API}/dialogues/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"] and Dialogue.objects.count() == 1
+    # The same key for a different prompt is a conflict, and writes nothing.
+    other = client.post(
+        f"{API}/dialogues/", {**body, "prompt": "Else?"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
+    # Keys are the user's own: another annotator's "k-1" is another dialogue.
+    bob = client_for("bob").post(
+        f"{API}/dialogues/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert bob.status_code == 201 and Dialogue.objects.count() == 2
+
+
+def test_a_retried_turn_returns_the_first_turn(batch, client_for):
+    client = client_for("alice")
+    first = new_dialogue(client)
+    ready(first["id"])
+    label = {"chosen": "left", "strength": "better", "safety": "both_safe", "time_spent_ms": 900}
+    assert (
+        client.post(f"{API}/comparisons/{first['id']}/label/", label, format="json").status_code
+        == 201
+    )
+    turns = f"{API}/dialogues/{first['dialogue']}/turns/"
+    body = {"prompt": "And then?"}
+    second = client.post(turns, body, format="json", HTTP_IDEMPOTENCY_KEY="turn-2")
+    again = client.post(turns, body, format="json", HTTP_IDEMPOTENCY_KEY="turn-2")
+    assert (second.status_code, again.status_code) == (201, 200)
+    assert second.json()["id"] == again.json()["id"]
+    assert Comparison.objects.filter(turn__dialogue_id=first["dialogue"]).count() == 2
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "with space", "caf\u00e9"])
+def test_a_malformed_idempotency_key_is_400(batch, client_for, key):
+    body = {"prompt": "Hi", "guideline": "helpfulness"}
+    headers = {"HTTP_IDEMPOTENCY_KEY": key.encode().decode("unicode_escape")} if key else {}
+    response = client_for("alice").post(f"{API}/dialogues/", body, format="json", **headers)
+    if not key:  # no key: an ordinary write
+        assert response.status_code == 201
+        return
+    assert response.status_code == 400 and "Idempotency-Key" in response.json()
+    assert not Dialogue.objects.exists()
+
+
 def test_not_json_is_400(batch, client_for):
     response = client_for("alice").post(
         f"{API}/dialogues/", "{prompt:", content_type="application/json"

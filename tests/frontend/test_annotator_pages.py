@@ -3,6 +3,8 @@ guidelines and progress, and prompt forms that refuse bad input without storing 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -110,6 +112,20 @@ def test_writing_a_prompt_starts_a_dialogue_and_opens_its_comparison(client, bat
     assert comparison.turn.prompt == "How do tides work?"
     page = client.get(response["Location"]).content.decode()
     assert "How do tides work?" in page and "safety guideline" in page
+
+
+def test_a_prompt_form_sent_twice_writes_one_dialogue(client, batch, annotator):
+    client.force_login(annotator)
+    home = client.get("/annotate/").content.decode()
+    key = re.search(r'name="request_key" value="([0-9a-f]{32})"', home).group(1)
+    form = {"prompt": "Why is the sky blue?", "guideline": "helpfulness", "request_key": key}
+    first = client.post("/annotate/dialogues/", form)
+    again = client.post("/annotate/dialogues/", form)  # a double click, a browser resend
+    assert first.status_code == again.status_code == 302
+    assert first["Location"] == again["Location"]
+    assert Dialogue.objects.count() == 1
+    # Each rendering of the form carries a fresh key: a new prompt is a new dialogue.
+    assert key not in client.get("/annotate/").content.decode()
 
 
 @pytest.mark.parametrize(

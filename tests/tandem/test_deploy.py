@@ -56,6 +56,11 @@ def test_compose_file_is_valid_and_complete():
     assert web["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert "gunicorn" in " ".join(web["command"])
     assert web["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    # Redis persists its queue (append-only file on a volume) and beat runs the reconciler.
+    redis = services["redis"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert any(volume["target"] == "/data" for volume in redis["volumes"])
+    assert "beat" in services["beat"]["command"]
 
 
 def test_compose_refuses_to_start_without_secrets():

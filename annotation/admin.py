@@ -184,6 +184,18 @@ def _stream(records, filename: str) -> StreamingHttpResponse:
     return response
 
 
+# What each export button and action streams, by the name in its file and URL.
+EXPORTS = {
+    "training": export.training_records,
+    "trl": export.trl_records,
+    "raw": export.raw_records,
+}
+
+
+def _export(batches: list[Batch], kind: str) -> StreamingHttpResponse:
+    return _stream(EXPORTS[kind](batches), _export_name(batches, kind))
+
+
 def _export_name(batches: list[Batch], kind: str) -> str:
     names = "+".join(b.name for b in batches[:3]) + ("+more" if len(batches) > 3 else "")
     return f"{kind}-{names or 'none'}.jsonl"
@@ -218,7 +230,7 @@ class BatchAdmin(admin.ModelAdmin):
         "overlap",
         ("opened_at", "closed_at"),
     ]
-    actions = ["close_batches", "open_next_batch", "export_training", "export_raw"]
+    actions = ["close_batches", "open_next_batch", "export_training", "export_trl", "export_raw"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A batch opens through services.open_next_batch (the action and the button), which
@@ -271,8 +283,8 @@ class BatchAdmin(admin.ModelAdmin):
         if obj is not None and not add:
             context["stats"] = present(batch_statistics(obj))
             context["export_urls"] = {
-                "training": reverse("admin:annotation_batch_export", args=[obj.pk]),
-                "raw": reverse("admin:annotation_batch_export_raw", args=[obj.pk]),
+                kind: reverse("admin:annotation_batch_export", args=[obj.pk, kind])
+                for kind in EXPORTS
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -302,13 +314,15 @@ class BatchAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export training rows (JSONL)", permissions=["view"])
     def export_training(self, request: HttpRequest, queryset: QuerySet[Batch]):
-        batches = list(queryset.order_by("opened_at"))
-        return _stream(export.training_records(batches), _export_name(batches, "training"))
+        return _export(list(queryset.order_by("opened_at")), "training")
 
-    @admin.action(description="Export raw labels and skips (JSONL)", permissions=["view"])
+    @admin.action(description="Export training rows for TRL (JSONL)", permissions=["view"])
+    def export_trl(self, request: HttpRequest, queryset: QuerySet[Batch]):
+        return _export(list(queryset.order_by("opened_at")), "trl")
+
+    @admin.action(description="Export raw labels, reviews and skips (JSONL)", permissions=["view"])
     def export_raw(self, request: HttpRequest, queryset: QuerySet[Batch]):
-        batches = list(queryset.order_by("opened_at"))
-        return _stream(export.raw_records(batches), _export_name(batches, "raw"))
+        return _export(list(queryset.order_by("opened_at")), "raw")
 
     # Buttons on the pages: open the next batch (list), export this batch (batch page).
 
@@ -321,16 +335,9 @@ class BatchAdmin(admin.ModelAdmin):
                 name="annotation_batch_open_next",
             ),
             path(
-                "<path:object_id>/export/",
+                "<path:object_id>/export/<slug:kind>/",
                 wrap(self.export_view),
-                {"raw": False},
                 name="annotation_batch_export",
-            ),
-            path(
-                "<path:object_id>/export-raw/",
-                wrap(self.export_view),
-                {"raw": True},
-                name="annotation_batch_export_raw",
             ),
             *super().get_urls(),
         ]
@@ -341,15 +348,13 @@ class BatchAdmin(admin.ModelAdmin):
         self.open_next_batch(request)
         return HttpResponseRedirect(reverse("admin:annotation_batch_changelist"))
 
-    def export_view(self, request: HttpRequest, object_id: str, raw: bool):
+    def export_view(self, request: HttpRequest, object_id: str, kind: str):
         if not self.has_view_permission(request):
             raise PermissionDenied
         batch = self.get_object(request, unquote(object_id))
-        if batch is None:
-            raise Http404(f"no batch {object_id}")
-        if raw:
-            return _stream(export.raw_records([batch]), _export_name([batch], "raw"))
-        return _stream(export.training_records([batch]), _export_name([batch], "training"))
+        if batch is None or kind not in EXPORTS:
+            raise Http404(f"no {kind} export of batch {object_id}")
+        return _export([batch], kind)
 
 
 # --- the records --------------------------------------------------------------------------------

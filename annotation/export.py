@@ -11,14 +11,17 @@ label, so an item labelled by three annotators gives three rows):
      "annotator": ..., "chosen_model": ..., "rejected_model": ..., "labelled_at": ISO 8601}
 
 `context` holds the dialogue's earlier turns (each prompt and the reply the dialogue went on
-from), [] for a first turn. `raw_label_records` yields everything stored about each label, and
-`skip_records` the skips; `manage.py export_labels --raw` writes both, each row naming its kind
-in "record".
+from), [] for a first turn. Labels a reviewer rejected or sent back to their annotator are not
+training rows (annotation.reviews). `trl_records` yields the same rows in TRL's conversational
+preference format (`trl_row`). `raw_label_records` yields everything stored about each label,
+its reviews included, and `skip_records` the skips; `manage.py export_labels --raw` writes
+both, each row naming its kind in "record".
 
 All of them stream: labels are read as plain values (no model instances), CHUNK at a time in
 primary-key order, each chunk one query joining comparison, turn, dialogue, batch and
-annotator, plus one for the chunk's responses and one for its dialogues' earlier turns. An
-export holds one chunk in memory and costs three queries per CHUNK labels.
+annotator, plus one for the chunk's responses and one for its dialogues' earlier turns (and
+one for its reviews, in the raw export). An export holds one chunk in memory and costs three
+queries per CHUNK labels (four raw).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import IO, Any
 
 from django.db.models import F, QuerySet
 
-from annotation.models import Batch, Label, Response, Side, Skip, Turn
+from annotation.models import Batch, Label, Response, Review, ReviewStatus, Side, Skip, Turn
 from rlhf.train.data import MARGINS
 
 CHUNK = 2000
@@ -88,6 +91,7 @@ LABEL_VALUES = {
     "edited_response": "edited_response",
     "rationale": "rationale",
     "time_spent_ms": "time_spent_ms",
+    "review_status": "review_status",
     "created_at": "created_at",
     "annotator_id": "annotator_id",
     "username": "annotator__username",
@@ -144,10 +148,37 @@ def _rows(queryset: QuerySet, values: dict[str, str]) -> Iterator[list[dict[str,
         after = chunk[-1][next(iter(values))]
 
 
-def _labelled(labels: QuerySet[Label]) -> Iterator[tuple[dict, dict[str, dict], list[dict]]]:
+def _reviews(label_ids: set[int]) -> dict[int, list[dict[str, Any]]]:
+    """The reviews of these labels, oldest first, by label id."""
+    reviews: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for review in (
+        Review.objects.filter(label_id__in=label_ids)
+        .order_by("created_at", "pk")
+        .values("label_id", "reviewer__username", "outcome", "reason", "note", "created_at")
+    ):
+        reviews[review["label_id"]].append(
+            {
+                "reviewer": review["reviewer__username"],
+                "outcome": review["outcome"],
+                "reason": review["reason"],
+                "note": review["note"],
+                "reviewed_at": review["created_at"].isoformat(),
+            }
+        )
+    return reviews
+
+
+def _labelled(
+    labels: QuerySet[Label], *, with_reviews: bool = False
+) -> Iterator[tuple[dict, dict[str, dict], list[dict]]]:
     """(label row, its responses by side, its context) for each label, with two more queries a
-    chunk: the chunk's responses, and the earlier turns of its dialogues."""
+    chunk: the chunk's responses, and the earlier turns of its dialogues. `with_reviews`: a
+    third reads the chunk's reviews into each row's "reviews"."""
     for chunk in _rows(labels, LABEL_VALUES):
+        if with_reviews:
+            reviews = _reviews({row["label_id"] for row in chunk})
+            for row in chunk:
+                row["reviews"] = reviews.get(row["label_id"], [])
         responses: dict[int, dict[str, dict]] = defaultdict(dict)
         for response in Response.objects.filter(
             comparison_id__in={row["comparison_id"] for row in chunk}
@@ -182,7 +213,12 @@ def training_records(
     every batch), in the order they were stored. Held-out rows carry "heldout": true; leave them
     out with include_heldout=False. An unknown batch name raises UnknownBatch here, before the
     first row."""
-    return _training_rows(_selected(Label.objects.all(), batches, include_heldout))
+    return _training_rows(_selected(trusted_labels(), batches, include_heldout))
+
+
+def trusted_labels() -> QuerySet[Label]:
+    """The labels training may learn from: all but those a reviewer rejected or sent back."""
+    return Label.objects.exclude(review_status__in=[ReviewStatus.REJECTED, ReviewStatus.SENT_BACK])
 
 
 def _training_rows(labels: QuerySet[Label]) -> Iterator[dict[str, Any]]:
@@ -209,6 +245,34 @@ def _training_rows(labels: QuerySet[Label]) -> Iterator[dict[str, Any]]:
         }
 
 
+def trl_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A training row as TRL's conversational preference row (what DPOTrainer and
+    RewardTrainer read): the dialogue so far as messages, each response as one assistant
+    message. The chosen message is the annotator's edit where there is one (Llama 3 ranks
+    edited > chosen > rejected, so the edit is the best response of the pair). "id" and
+    "heldout" say where the row comes from and whether it is a test row (TRL passes extra
+    columns through), "margin" is the column RewardTrainer reads a margin from."""
+    return {
+        "id": row["id"],
+        "heldout": row["heldout"],
+        "prompt": [*row["context"], {"role": "user", "content": row["prompt"]}],
+        "chosen": [{"role": "assistant", "content": row["edited"] or row["chosen"]}],
+        "rejected": [{"role": "assistant", "content": row["rejected"]}],
+        "margin": row["margin"],
+    }
+
+
+def trl_records(
+    batches: BatchSelection = None, *, include_heldout: bool = True
+) -> Iterator[dict[str, Any]]:
+    """The training rows of `training_records` (same selection, same order) as `trl_row`s."""
+    return map(trl_row, training_records(batches, include_heldout=include_heldout))
+
+
+# The training export's formats, by the name the entry points take (`format=trl`).
+TRAINING_FORMATS = {"tandem": training_records, "trl": trl_records}
+
+
 def raw_label_records(
     batches: BatchSelection = None, *, include_heldout: bool = True
 ) -> Iterator[dict[str, Any]]:
@@ -221,7 +285,7 @@ def raw_label_records(
 
 
 def _raw_label_rows(labels: QuerySet[Label]) -> Iterator[dict[str, Any]]:
-    for row, responses, context in _labelled(labels):
+    for row, responses, context in _labelled(labels, with_reviews=True):
         yield {
             "record": "label",
             "label_id": row["label_id"],
@@ -249,6 +313,8 @@ def _raw_label_rows(labels: QuerySet[Label]) -> Iterator[dict[str, Any]]:
             "edited_response": row["edited_response"] or None,
             "rationale": row["rationale"],
             "time_spent_ms": row["time_spent_ms"],
+            "review_status": row["review_status"],
+            "reviews": row["reviews"],
             "annotator": row["username"],
             "annotator_id": row["annotator_id"],
             "labelled_at": row["created_at"].isoformat(),

@@ -3,7 +3,9 @@
 A Dialogue is a sequence of Turns; each Turn's prompt gets one Comparison: two Responses (sides
 "a" and "b", from the batch's two model variants) shown in a random left/right order. Annotators
 hold Assignments (one per annotator and item, locked for a while) and give Labels (one per
-comparison and annotator, enforced by the database).
+comparison and annotator, enforced by the database). Reviewers judge labels: every judgement is
+a Review (append-only), and the label carries the latest outcome. A comparison an admin gave an
+expected choice is a gold (attention) item, served like any other.
 """
 
 from __future__ import annotations
@@ -141,6 +143,14 @@ class Comparison(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     left = models.CharField(max_length=1, choices=Side.choices, help_text="side shown on the left")
     heldout = models.BooleanField(default=False)
+    # A gold (attention) item: the side an admin expects every annotator to choose, and
+    # optionally the safety label; blank on ordinary items. Annotators are never told.
+    gold_choice = models.CharField(
+        max_length=1, choices=Side.choices, blank=True, help_text="expected choice (gold item)"
+    )
+    gold_safety = models.CharField(
+        max_length=24, choices=Safety.choices, blank=True, help_text="expected safety label"
+    )
     # The whole prompt as the model saw it (chat format, earlier turns, this prompt), in tokens.
     context_tokens = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -229,6 +239,14 @@ class Assignment(models.Model):
         ]
 
 
+class ReviewStatus(models.TextChoices):
+    UNREVIEWED = "unreviewed", "not reviewed"
+    ACCEPTED = "accepted", "accepted"
+    REJECTED = "rejected", "rejected (left out of training)"
+    # Left out of training; the annotator labels the item again, and that label replaces it.
+    SENT_BACK = "sent_back", "sent back to its annotator"
+
+
 class Label(models.Model):
     comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="labels")
     annotator = models.ForeignKey(
@@ -241,13 +259,21 @@ class Label(models.Model):
     edited_response = models.TextField(blank=True)
     rationale = models.TextField(blank=True)
     time_spent_ms = models.PositiveIntegerField()
+    # The outcome of the label's latest Review, kept here (in the review's transaction) so the
+    # export and the statistics filter on a column instead of finding each label's last review.
+    review_status = models.CharField(
+        max_length=12, choices=ReviewStatus.choices, default=ReviewStatus.UNREVIEWED
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at"]
         constraints = [
+            # A label sent back stays as a record beside the one that replaces it.
             models.UniqueConstraint(
-                fields=["comparison", "annotator"], name="one_label_per_annotator"
+                fields=["comparison", "annotator"],
+                condition=~Q(review_status="sent_back"),
+                name="one_label_per_annotator",
             )
         ]
 
@@ -278,3 +304,37 @@ class Skip(models.Model):
                 fields=["comparison", "annotator"], name="one_skip_per_annotator"
             )
         ]
+
+
+class Review(models.Model):
+    """A reviewer's judgement of a label: who, when, what and why. Append-only: a later review
+    of the same label is a new row (annotation.reviews), never an edit."""
+
+    class Reason(models.TextChoices):
+        WRONG_CHOICE = "wrong_choice", "the other response is better"
+        WRONG_STRENGTH = "wrong_strength", "the strength is wrong"
+        WRONG_SAFETY = "wrong_safety", "the safety label is wrong"
+        BAD_EDIT = "bad_edit", "the edit is wrong or harmful"
+        CARELESS = "careless", "labelled without reading"
+        OTHER = "other", "other (the note says why)"
+
+    label = models.ForeignKey(Label, on_delete=models.PROTECT, related_name="reviews")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    outcome = models.CharField(
+        max_length=12,
+        choices=[c for c in ReviewStatus.choices if c[0] != ReviewStatus.UNREVIEWED],
+    )
+    # Required unless the label is accepted.
+    reason = models.CharField(max_length=16, choices=Reason.choices, blank=True)
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("a review is a record: add a new one instead of changing it")
+        super().save(*args, **kwargs)

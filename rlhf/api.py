@@ -9,6 +9,7 @@ it, leaves through `exception_handler` as {"detail": ..., "field": ...}.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import generics, parsers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -26,7 +28,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from annotation import services as annotation_services
-from annotation.export import UnknownBatch, jsonl_lines, raw_records, training_records
+from annotation.export import TRAINING_FORMATS, UnknownBatch, jsonl_lines, raw_records
 from annotation.stats import batch_statistics
 from rlhf import hyperparameters, selectors, services
 from rlhf.authentication import ApiTokenAuthentication, IsResearcher
@@ -463,15 +465,24 @@ class BatchClose(BatchView):
         return Response(BatchSerializer(self.get_object()).data)
 
 
+class RowFormatNegotiation(DefaultContentNegotiation):
+    """The labels' `format` parameter names the rows' format, not a renderer (DRF's
+    URL_FORMAT_OVERRIDE): the response's renderer follows the Accept header alone."""
+
+    settings = SimpleNamespace(URL_FORMAT_OVERRIDE=None)
+
+
 class BatchLabels(ResearchView):
     throttle_scope = "export"
+    content_negotiation_class = RowFormatNegotiation
     throttled_methods = frozenset({"GET"})
 
     @extend_schema(
         summary="The batch's labels as JSON Lines",
         description="`training`: one prompt/chosen/rejected row per label, held-out ones "
-        'marked `"heldout": true` (the rows the reward models and DPO read). `raw`: '
-        "everything stored about each label, then the skips.",
+        'marked `"heldout": true` (the rows the reward models and DPO read; `format=trl`: '
+        "as TRL's conversational preference rows). `raw`: everything stored about each "
+        "label, then the skips.",
         parameters=[LabelsQuery],
         responses={
             (200, "application/jsonl"): OpenApiResponse(OpenApiTypes.STR),
@@ -479,8 +490,12 @@ class BatchLabels(ResearchView):
         },
     )
     def get(self, request, name: str):
-        kind = self.valid(LabelsQuery, request.query_params)["kind"]
-        records = (training_records if kind == "training" else raw_records)([name])
+        query = self.valid(LabelsQuery, request.query_params)
+        if query["kind"] == "raw":
+            kind, records = "raw", raw_records([name])
+        else:
+            kind = "training" if query["format"] == "tandem" else query["format"]
+            records = TRAINING_FORMATS[query["format"]]([name])
         return StreamingHttpResponse(
             jsonl_lines(records),
             content_type="application/jsonl; charset=utf-8",

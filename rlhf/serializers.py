@@ -78,6 +78,19 @@ class LabelsQuery(serializers.Serializer):
         ],
         default="training",
     )
+    format = serializers.ChoiceField(
+        choices=[
+            ("tandem", "Tandem's training rows"),
+            ("trl", "TRL's conversational preference rows (prompt/chosen/rejected messages)"),
+        ],
+        default="tandem",
+        help_text="the training rows' format (kind=training only)",
+    )
+
+    def validate(self, data):
+        if data["kind"] == "raw" and data["format"] != "tandem":
+            raise serializers.ValidationError({"format": "applies to kind=training only"})
+        return data
 
 
 # --- outputs --------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_export_actions_stream_jsonl(labelled, staff_client):
     assert len(rows) == 6
     assert {r["batch"] for r in rows} == {"2026-w48"}
     response = staff_client.get(
-        reverse("admin:annotation_batch_export_raw", args=[labelled.batch.pk])
+        reverse("admin:annotation_batch_export", args=[labelled.batch.pk, "raw"])
     )
     records = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
     assert [r["record"] for r in records] == ["label"] * 6 + ["skip"] * 3
@@ -124,7 +124,7 @@ def test_annotators_cannot_see_the_admin(labelled, client, make_user):
     client.force_login(make_user("eve"))
     response = client.get(reverse("admin:annotation_batch_change", args=[labelled.batch.pk]))
     assert response.status_code == 302
-    response = client.get(reverse("admin:annotation_batch_export", args=[labelled.batch.pk]))
+    response = client.get(reverse("admin:annotation_batch_export", args=[labelled.batch.pk, "training"]))
     assert response.status_code == 302
 
 

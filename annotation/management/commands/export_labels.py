@@ -1,4 +1,4 @@
-"""manage.py export_labels OUT.jsonl [--batch NAME ...] [--raw] [--exclude-heldout]"""
+"""manage.py export_labels OUT.jsonl [--batch NAME ...] [--raw | --format trl] [--exclude-heldout]"""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.export import (
+    TRAINING_FORMATS,
     UnknownBatch,
     raw_records,
     resolve_batches,
-    training_records,
     write_jsonl,
 )
 from annotation.models import Batch
@@ -21,8 +21,9 @@ from annotation.models import Batch
 class Command(BaseCommand):
     help = (
         "Write labels as JSONL: the training rows (prompt/context, chosen, rejected, strength, "
-        "margin, safety, batch, held-out flag, annotator) or, with --raw, every stored field of "
-        "each label followed by the skips. OUT is a file, written whole or not at all, or - for "
+        "margin, safety, batch, held-out flag, annotator; --format trl: TRL's conversational "
+        "prompt/chosen/rejected messages) or, with --raw, every stored field of each label "
+        "followed by the skips. OUT is a file, written whole or not at all, or - for "
         "standard output."
     )
 
@@ -39,24 +40,34 @@ class Command(BaseCommand):
             "--raw", action="store_true", help="raw label and skip records, not training rows"
         )
         parser.add_argument(
+            "--format",
+            choices=sorted(TRAINING_FORMATS),
+            default="tandem",
+            help="the training rows' format: Tandem's (default) or TRL's conversational one",
+        )
+        parser.add_argument(
             "--exclude-heldout",
             action="store_true",
             help="leave out the held-out test sets' labels",
         )
 
-    def handle(self, *args, out: str, batches, raw: bool, exclude_heldout: bool, **options):
+    def handle(
+        self, *args, out: str, batches, raw: bool, format: str, exclude_heldout: bool, **options
+    ):
+        if raw and format != "tandem":
+            raise CommandError("--format applies to training rows, not to --raw records")
         try:
             selected = resolve_batches(batches)
         except UnknownBatch as error:
             recent = ", ".join(Batch.objects.values_list("name", flat=True)[:10])  # newest first
             raise CommandError(f"{error} (recent batches: {recent or 'none yet'})") from None
-        export = raw_records if raw else training_records
+        export = raw_records if raw else TRAINING_FORMATS[format]
         records = export(selected, include_heldout=not exclude_heldout)
         if out == "-":
             count = write_jsonl(records, self.stdout)  # every line ends in the wrapper's "\n"
         else:
             count = self._write_atomically(Path(out), records)
-        kind = "raw records" if raw else "training rows"
+        kind = "raw records" if raw else f"training rows ({format})"
         where = "standard output" if out == "-" else out
         self.stderr.write(f"wrote {count} {kind} to {where}")
 

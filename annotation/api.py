@@ -1,7 +1,8 @@
 """The annotator's JSON API (session auth, CSRF-checked): the pages under /annotate/ call it.
 
 Responses are named left and right, as shown; the sides a/b and the models behind them stay
-hidden from annotators so they cannot favour a model.
+hidden from annotators so they cannot favour a model. Errors, the services' included, leave
+through tandem.api_errors as {"detail": ..., "field": ...}.
 """
 
 from __future__ import annotations
@@ -41,13 +42,6 @@ class LabelInput(serializers.Serializer):
 class SkipInput(serializers.Serializer):
     reason = serializers.ChoiceField(choices=Skip.Reason.choices)
     note = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
-
-
-def error_response(error: services.AnnotationError) -> Response:
-    body = {"detail": str(error)}
-    if isinstance(error, services.DuplicateLabel):
-        body["label"] = error.label.pk
-    return Response(body, status=error.status)
 
 
 _LOOK_UP = object()
@@ -100,10 +94,7 @@ class AnnotatorView(APIView):
 
 class Progress(AnnotatorView):
     def get(self, request):
-        try:
-            batch = services.open_batch()
-        except services.AnnotationError as error:
-            return error_response(error)
+        batch = services.open_batch()
         return Response(selectors.progress(request.user, batch))
 
 
@@ -121,10 +112,7 @@ class Dialogues(AnnotatorView):
     def post(self, request):
         key = idempotency.header_key(request.headers)
         data = self.valid(NewDialogueInput)
-        try:
-            written = services.start_dialogue(author=request.user, request_key=key, **data)
-        except services.AnnotationError as error:
-            return error_response(error)
+        written = services.start_dialogue(author=request.user, request_key=key, **data)
         return written_response(written, request.user)
 
 
@@ -132,15 +120,12 @@ class DialogueTurns(AnnotatorView):
     def post(self, request, dialogue_id: int):
         key = idempotency.header_key(request.headers)
         data = self.valid(PromptInput)
-        try:
-            written = services.continue_dialogue(
-                author=request.user,
-                dialogue_id=dialogue_id,
-                prompt=data["prompt"],
-                request_key=key,
-            )
-        except services.AnnotationError as error:
-            return error_response(error)
+        written = services.continue_dialogue(
+            author=request.user,
+            dialogue_id=dialogue_id,
+            prompt=data["prompt"],
+            request_key=key,
+        )
         return written_response(written, request.user)
 
 
@@ -148,37 +133,28 @@ class ComparisonDetail(AnnotatorView):
     def get(self, request, comparison_id: int):
         comparison = selectors.comparison_for(request.user, comparison_id)
         if comparison is None:
-            return Response({"detail": "no such comparison for you"}, status=404)
+            raise services.NotFound("no such comparison for you")
         return Response(comparison_json(comparison, request.user))
 
 
 class ComparisonLabel(AnnotatorView):
     def post(self, request, comparison_id: int):
         data = services.LabelInput(**self.valid(LabelInput))
-        try:
-            label = services.submit_label(request.user, comparison_id, data)
-        except services.AnnotationError as error:
-            return error_response(error)
+        label = services.submit_label(request.user, comparison_id, data)
         return Response({"label": label.pk}, status=status.HTTP_201_CREATED)
 
 
 class ComparisonSkip(AnnotatorView):
     def post(self, request, comparison_id: int):
         data = self.valid(SkipInput)
-        try:
-            services.skip(request.user, comparison_id, **data)
-        except services.AnnotationError as error:
-            return error_response(error)
+        services.skip(request.user, comparison_id, **data)
         return Response({"skipped": comparison_id}, status=status.HTTP_201_CREATED)
 
 
 class QueueNext(AnnotatorView):
     def post(self, request):
-        try:
-            comparison = services.claim_next(request.user)
-        except services.AnnotationError as error:
-            return error_response(error)
+        comparison = services.claim_next(request.user)
         if comparison is None:
-            return Response({"detail": "the queue is empty for you"}, status=404)
+            raise services.NotFound("the queue is empty for you")
         # A place claim_next hands out is locked, not done: it has no label yet.
         return Response(comparison_json(comparison, request.user, label=None))

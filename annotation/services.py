@@ -6,7 +6,6 @@ them into 400 (bad input), 404 or 409 (a state that does not allow the request) 
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -35,13 +35,14 @@ from annotation.models import (
     Turn,
     other_side,
 )
-from modelcore.chat import Message, reject_special_tokens
+from modelcore.chat import Message
 from rlhf.models import ModelVersion
 from rlhf.serving import chat_format
 from rlhf.train.data import Comparison as TrainingRow
 from rlhf.train.data import parse_comparison
 from tandem import idempotency
 from tandem.leases import send_on_commit
+from tandem.storable import unstorable, unstorable_in
 
 # Limits on what an annotator may send with a label.
 MAX_EDIT_CHARS = 20_000
@@ -69,6 +70,50 @@ class DuplicateLabel(Conflict):
     def __init__(self, label: Label) -> None:
         super().__init__("you have already labelled this comparison; the first label is kept")
         self.label = label
+
+
+# --- text that enters a dialogue or an export ----------------------------------------------------
+
+# The chat markers of the formats Tandem serves (ChatML's turns, GPT-2's end of text), refused
+# whatever a batch's tokenizers define: a model published later may read them as its own.
+CHAT_MARKERS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+
+
+def check_text(batch: Batch, field: str, text: str) -> None:
+    """The one rule for text a person or a file puts into a dialogue or an export (prompts,
+    edited responses, rationales, skip notes, imported rows): AnnotationError naming `field` if
+    it holds a character no database stores, or a special token of the batch's models'
+    tokenizers, which a model would read as the token itself (text could end a turn or forge
+    another role's message)."""
+    if problem := unstorable(text):
+        raise AnnotationError(f"{field} holds {problem}")
+    for token in _reserved_tokens(batch):
+        if token in text:
+            raise AnnotationError(
+                f"{field} contains {token!r}, which the model reserves for its chat format"
+            )
+
+
+def _reserved_tokens(batch: Batch) -> tuple[str, ...]:
+    tokens = dict.fromkeys(CHAT_MARKERS)
+    for version in (batch.model_a, batch.model_b):
+        tokens.update(dict.fromkeys(chat_format(version).tokenizer.special_tokens))
+    return tuple(token for token in tokens if token)
+
+
+def _check_texts_of(comparison_id: int, texts: dict[str, str]) -> None:
+    """check_text on the non-empty `texts` (field: text) sent about a comparison."""
+    if not any(texts.values()):  # the common case: nothing typed, no batch to read
+        return
+    batch = (
+        Batch.objects.select_related("model_a", "model_b")
+        .filter(comparisons__id=comparison_id)
+        .first()
+    )
+    if batch is None:
+        raise NotFound(f"no comparison {comparison_id}")
+    for field, text in texts.items():
+        check_text(batch, field, text)
 
 
 def open_batch() -> Batch:
@@ -212,6 +257,8 @@ def import_prompts(batch: Batch, rows: Iterable[dict]) -> list[Comparison]:
     checked before any is stored."""
     rows = list(rows)
     for number, row in enumerate(rows, start=1):
+        if problem := unstorable_in(row):
+            raise AnnotationError(f"row {number}: holds {problem}")
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise AnnotationError(f"row {number}: needs a text field 'prompt'")
         if row.get("guideline") not in Guideline.values:
@@ -253,6 +300,7 @@ def _add_turn(
     limit = settings.ANNOTATION_MAX_PROMPT_CHARS
     if len(prompt) > limit:
         raise AnnotationError(f"the prompt is {len(prompt)} characters long; the limit is {limit}")
+    check_text(batch, "the prompt", prompt)
     chat = chat_format(batch.model_a)
     messages = [
         message
@@ -321,34 +369,41 @@ def _draw_heldout(batch: Batch) -> bool:
 def claim_next(annotator) -> Comparison | None:
     """The next queued comparison for `annotator`, locked to them, or None when there is none.
 
-    An item already locked to them comes back first (a reloaded page). Otherwise a free place is
-    taken by a conditional UPDATE: of several annotators racing for one place exactly one
-    updates a row, the others move on to another candidate. The comparison comes back with its
-    turn, dialogue and responses loaded (what the API shows of it).
+    An annotator holds at most one live place: the one they hold comes back (a reloaded page,
+    a second tab), so parallel tabs or scripts cannot lock items away from others. The claims
+    of one annotator run one at a time, under a lock on their user row (no schema of its own
+    needed; SQLite's writing transactions are serial anyway), so two at once cannot both find
+    nothing held and take a place each. A free place is taken by a conditional UPDATE: of
+    several annotators racing for one place exactly one updates a row, the others move on to
+    another candidate. The comparison comes back with its turn, dialogue and responses loaded
+    (what the API shows of it).
     """
     now = timezone.now()
-    held, candidates = selectors.queue_places(annotator.pk, now)
-    if held is not None:
-        return _served(held)
-    if not candidates:
-        open_batch()  # raises when no batch is open; otherwise the queue is just empty
-        return None
-    # Not all racers on the very same row.
-    random.shuffle(candidates)
-    lock_until = now + timedelta(seconds=settings.ANNOTATION_LOCK_SECONDS)
-    # One UPDATE is atomic on its own; a savepoint is needed only inside a caller's transaction
-    # (to survive the IntegrityError below), and BEGIN/COMMIT around it would be two more round
-    # trips on every fetch.
-    in_transaction = transaction.get_connection().in_atomic_block
-    for pk, comparison_id in candidates:
-        try:
-            with transaction.atomic() if in_transaction else contextlib.nullcontext():
-                taken = _take_place(pk, annotator.pk, lock_until, now)
-        except IntegrityError:  # this annotator took another place of the same item meanwhile
-            continue
-        if taken:
-            return _served(comparison_id)
+    with transaction.atomic():
+        _lock_annotator(annotator.pk)
+        held, candidates = selectors.queue_places(annotator.pk, now)
+        if held is not None:
+            return _served(held)
+        if not candidates:
+            open_batch()  # raises when no batch is open; otherwise the queue is just empty
+            return None
+        # Not all racers on the very same row.
+        random.shuffle(candidates)
+        lock_until = now + timedelta(seconds=settings.ANNOTATION_LOCK_SECONDS)
+        for pk, comparison_id in candidates:
+            if _take_place(pk, annotator.pk, lock_until, now):
+                return _served(comparison_id)
     return None
+
+
+def _lock_annotator(annotator_id: int) -> None:
+    """Serialise this annotator's claims until the transaction ends. FOR NO KEY UPDATE: their
+    label and skip inserts (which only share-lock the row as a foreign key) do not wait."""
+    if not connection.features.has_select_for_no_key_update:
+        return  # SQLite: the transaction itself holds the database's one write lock
+    table = get_user_model()._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE", [annotator_id])
 
 
 # Hand-written like the queue's query (selectors.queue_places), for the same reason.
@@ -422,6 +477,10 @@ def submit_label(annotator, comparison_id: int, data: LabelInput) -> Label:
     (comparison, annotator) is the last line behind that.
     """
     data.validate()
+    _check_texts_of(
+        comparison_id,
+        {"the edited response": data.edited_response, "the rationale": data.rationale},
+    )
     try:
         with transaction.atomic():
             return _store_label(annotator, comparison_id, data)
@@ -533,6 +592,7 @@ def skip(annotator, comparison_id: int, *, reason: str, note: str = "") -> Skip:
         raise AnnotationError(f"'reason' must be one of {', '.join(Skip.Reason.values)}")
     if len(note) > 500:
         raise AnnotationError("the note is over 500 characters")
+    _check_texts_of(comparison_id, {"the note": note})
     with transaction.atomic():
         assignment = (
             Assignment.objects.select_for_update(of=("self",))
@@ -644,6 +704,8 @@ def _imported_row(chat, batch: Batch, number: int, row: object) -> tuple[Trainin
     in tokens as the model reads it; AnnotationError names the row and the field."""
     if not isinstance(row, dict):
         raise AnnotationError(f"row {number}: expected a JSON object")
+    if problem := unstorable_in(row):
+        raise AnnotationError(f"row {number}: holds {problem}")
     try:
         # The contract's heldout and batch are this batch's business, not the row's.
         parsed = parse_comparison({**row, "heldout": False, "batch": batch.name})
@@ -663,9 +725,5 @@ def _imported_row(chat, batch: Batch, number: int, row: object) -> tuple[Trainin
             f"is {limit}"
         )
     for name in ("prompt", "chosen", "rejected", "edited"):
-        message = Message("user" if name == "prompt" else "assistant", getattr(parsed, name) or "")
-        try:
-            reject_special_tokens(chat.tokenizer, [message])
-        except ValueError as error:
-            raise AnnotationError(f"row {number}: field {name!r}: {error}") from None
+        check_text(batch, f"row {number}: field {name!r}", getattr(parsed, name) or "")
     return parsed, len(chat.encode_prompt([Message("user", parsed.prompt)]))

@@ -4,7 +4,9 @@ static/frontend/annotate.js over the JSON API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -53,6 +55,17 @@ def annotator_required(view):
     return wrapped
 
 
+def on_form(form, service: Callable[..., Any], /, **kwargs) -> Any:
+    """The pages' one mapping of service errors: `service(**kwargs)`, or None with the
+    AnnotationError shown on `form` and its HTTP status kept as `form.refused_status`."""
+    try:
+        return service(**kwargs)
+    except services.AnnotationError as error:
+        form.add_error(None, str(error))
+        form.refused_status = error.status
+        return None
+
+
 @annotator_required
 def home(request: HttpRequest) -> HttpResponse:
     return _home_page(request)
@@ -84,15 +97,10 @@ def _home_page(request: HttpRequest, form: NewDialogueForm | None = None) -> Htt
 @annotator_required
 def new_dialogue(request: HttpRequest) -> HttpResponse:
     form = NewDialogueForm(request.POST)
-    if form.is_valid():
-        try:
-            comparison = services.start_dialogue(
-                author=request.user, **form.cleaned_data
-            ).comparison
-        except services.AnnotationError as error:
-            form.add_error(None, str(error))
-        else:
-            return redirect("frontend:comparison", comparison_id=comparison.pk)
+    if form.is_valid() and (
+        written := on_form(form, services.start_dialogue, author=request.user, **form.cleaned_data)
+    ):
+        return redirect("frontend:comparison", comparison_id=written.comparison.pk)
     return _home_page(request, form=form)
 
 
@@ -100,15 +108,16 @@ def new_dialogue(request: HttpRequest) -> HttpResponse:
 @annotator_required
 def continue_dialogue(request: HttpRequest, dialogue_id: int) -> HttpResponse:
     form = PromptForm(request.POST)
-    if form.is_valid():
-        try:
-            comparison = services.continue_dialogue(
-                author=request.user, dialogue_id=dialogue_id, **form.cleaned_data
-            ).comparison
-        except services.AnnotationError as error:
-            form.add_error(None, str(error))
-        else:
-            return redirect("frontend:comparison", comparison_id=comparison.pk)
+    if form.is_valid() and (
+        written := on_form(
+            form,
+            services.continue_dialogue,
+            author=request.user,
+            dialogue_id=dialogue_id,
+            **form.cleaned_data,
+        )
+    ):
+        return redirect("frontend:comparison", comparison_id=written.comparison.pk)
     last = (
         Comparison.objects.filter(
             turn__dialogue_id=dialogue_id, turn__dialogue__author=request.user
@@ -188,11 +197,14 @@ def skip(request: HttpRequest, comparison_id: int) -> HttpResponse:
     item = selectors.comparison_for(request.user, comparison_id)
     if item is None:
         raise Http404("no such comparison for you")
-    try:
-        services.skip(request.user, comparison_id, **form.cleaned_data)
-    except services.AnnotationError as error:
-        form.add_error(None, str(error))
-        return _comparison_page(request, comparison_id, skip_form=form, status=error.status)
+    if not on_form(
+        form,
+        services.skip,
+        annotator=request.user,
+        comparison_id=comparison_id,
+        **form.cleaned_data,
+    ):
+        return _comparison_page(request, comparison_id, skip_form=form, status=form.refused_status)
     messages.info(request, "Skipped. Thank you for saying why.")
     if item.turn.dialogue.source == Dialogue.Source.IMPORTED:
         return _next_in_queue(request)

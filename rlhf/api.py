@@ -3,32 +3,26 @@ researchers and admins (token or session authentication; rlhf.authentication).
 
 Views are thin: they check the request's shape (rlhf.serializers), read through rlhf.selectors
 and change state through rlhf.services and annotation.services. Every error, whatever raised
-it, leaves through `exception_handler` as {"detail": ..., "field": ...}.
+it, leaves through tandem.api_errors as {"detail": ..., "field": ...}.
 """
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, parsers, status
+from rest_framework import generics, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from annotation import services as annotation_services
-from annotation.export import TRAINING_FORMATS, UnknownBatch, jsonl_lines, raw_records
+from annotation.export import TRAINING_FORMATS, jsonl_lines, raw_records
 from annotation.stats import batch_statistics
 from rlhf import hyperparameters, selectors, services
 from rlhf.authentication import ApiTokenAuthentication, IsResearcher
@@ -51,90 +45,6 @@ from rlhf.serializers import (
     VersionChartsSerializer,
 )
 from tandem import idempotency
-
-# --- errors ---------------------------------------------------------------------------------
-
-
-def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """The research API's one error format: {"detail": why, "field": the input or null}."""
-    if isinstance(exc, services.LoopError):
-        return _error(str(exc), exc.field, exc.status)
-    if isinstance(exc, annotation_services.AnnotationError):
-        return _error(str(exc), None, exc.status)
-    if isinstance(exc, UnknownBatch):  # a batch named in the URL
-        return _error(str(exc), None, status.HTTP_404_NOT_FOUND)
-    if isinstance(exc, RequestDataTooBig):  # raised by Django as DRF reads the body
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return _error(f"the request body is over the limit of {limit} bytes", None, 400)
-    if isinstance(exc, ValidationError):
-        field, message = _first_error(exc.detail)
-        return _error(f"{field}: {message}" if field else message, field, exc.status_code)
-    response = drf_exception_handler(exc, context)  # keeps WWW-Authenticate and Retry-After
-    if response is not None:
-        response.data = {"detail": str(response.data.get("detail", response.data)), "field": None}
-    return response
-
-
-def _error(detail: str, field: str | None, code: int) -> Response:
-    return Response({"detail": detail, "field": field}, status=code)
-
-
-def _first_error(detail: Any, path: tuple[str, ...] = ()) -> tuple[str | None, str]:
-    """The first message in DRF's nested error detail, with the dotted path of its field
-    ("batches.0"; a serializer-wide error has no field)."""
-    if isinstance(detail, dict):
-        key, value = next(iter(detail.items()))
-        if key != api_settings.NON_FIELD_ERRORS_KEY:
-            path = (*path, str(key))
-        return _first_error(value, path)
-    if isinstance(detail, list):
-        return _first_error(next((item for item in detail if item), detail[0]), path)
-    return ".".join(path) or None, str(detail)
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _unstorable(data: Any) -> str | None:
-    """What in parsed JSON no database column can hold, if anything. Iterative: the data may
-    be nested nearly as deep as the decoder allows."""
-    pending = [data]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending.extend(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return "a NUL character, which cannot be stored"
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "a lone surrogate (not valid Unicode)"
-    return None
-
-
-class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, made safe for hostile bodies: nesting too deep for Python's decoder
-    (a RecursionError, else a 500), NaN and Infinity, and strings a database cannot store (a
-    lone surrogate cannot be encoded, PostgreSQL refuses NUL) are all 400s. (Django's
-    DATA_UPLOAD_MAX_MEMORY_SIZE bounds the body before it gets here.)"""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        encoding = parsers.get_encoding(parser_context or {})
-        try:
-            data = json.loads(stream.read().decode(encoding), parse_constant=_reject_constant)
-        except RecursionError:
-            raise ParseError("the JSON is nested too deeply") from None
-        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise ParseError(f"JSON parse error - {error}") from None
-        if problem := _unstorable(data):
-            raise ParseError(f"the JSON holds {problem}")
-        return data
-
 
 # --- the views' common ground ---------------------------------------------------------------
 
@@ -168,13 +78,9 @@ class ResearchView(generics.GenericAPIView):
     # session check enforces CSRF on writes.
     authentication_classes = [ApiTokenAuthentication, SessionAuthentication]
     permission_classes = [IsResearcher]
-    parser_classes = [JSONParser]
     pagination_class = Pagination
     # Set on the views whose requests are expensive (training, exports); rates in settings.
     throttled_methods: frozenset[str] = frozenset()
-
-    def get_exception_handler(self):
-        return exception_handler
 
     def get_throttles(self):
         if self.request.method in self.throttled_methods:

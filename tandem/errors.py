@@ -6,12 +6,22 @@ and the next request after the service is back succeeds (connections are reopene
 checks on PostgreSQL's, a new one per command on Redis's). The session and authentication
 machinery fail in such an outage too, possibly with a secondary error while handling the
 first; the whole chain is looked at. Anything else is a bug: a 500, as JSON on the APIs.
+
+`handler400` answers what Django itself refuses before a view runs (too many form fields, a
+malformed multipart body, a disallowed host) in the same two forms, as
+tandem.request_body does for bodies it refuses: {"detail", "field": null} on the APIs, a page
+saying what was wrong elsewhere.
 """
 
 from __future__ import annotations
 
 import sys
 
+from django.core.exceptions import (
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
@@ -51,6 +61,31 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if is_api(request):
         return JsonResponse({"detail": "internal error: the team has been told"}, status=500)
     return django_server_error(request)
+
+
+# What Django raises for a body it will not read, and what the client is told.
+_REFUSED_BODIES = {
+    RequestDataTooBig: "the request body is over the size limit",
+    TooManyFieldsSent: "the request has too many fields",
+    TooManyFilesSent: "the request has too many files",
+}
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    message = next(
+        (text for kind, text in _REFUSED_BODIES.items() if isinstance(exception, kind)),
+        "the request is malformed",
+    )
+    return bad_request_response(request, message)
+
+
+def bad_request_response(request: HttpRequest, message: str) -> HttpResponse:
+    """A 400 saying why: JSON on the APIs, a page elsewhere (rendered without the request,
+    which may be the very thing that is malformed: its session is not read)."""
+    if is_api(request):
+        return JsonResponse({"detail": message, "field": None}, status=400)
+    page = render_to_string("frontend/bad_request.html", {"message": message})
+    return HttpResponse(page, status=400)
 
 
 def unavailable(request: HttpRequest) -> HttpResponse:

@@ -17,3 +17,5 @@ urlpatterns = [
 
 # A database or Redis outage is a 503 with Retry-After, not a 500 (tandem/errors.py).
 handler500 = "tandem.errors.server_error"
+# What Django refuses before a view runs (too many fields, a bad multipart body): a clear 400.
+handler400 = "tandem.errors.bad_request"

@@ -223,3 +223,18 @@ def test_a_writers_own_prompt_never_reaches_the_queue(batch, make_user):
     assert services.claim_next(other) is None
     assert services.claim_next(writer) is None
     assert not Assignment.objects.filter(comparison=own).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_annotator_holds_one_place_however_many_ask_at_once(batch, make_user):
+    queue_items(batch, 6)
+    rita = make_user("rita")
+    # Six tabs or scripts of one annotator asking at the same moment: one place, six times.
+    claimed = in_threads([lambda: services.claim_next(rita) for _ in range(6)])
+    assert all(isinstance(c, Comparison) for c in claimed), claimed
+    assert len({c.pk for c in claimed}) == 1
+    assert Assignment.objects.filter(annotator=rita, status=Assignment.Status.LOCKED).count() == 1
+    # Asking again returns the held one; the other five items stay free for everyone else.
+    assert services.claim_next(rita).pk == claimed[0].pk
+    others = [services.claim_next(make_user(f"other{i}")) for i in range(5)]
+    assert {c.pk for c in others}.isdisjoint({claimed[0].pk}) and len({c.pk for c in others}) == 5

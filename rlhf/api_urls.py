@@ -1,12 +1,13 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from rlhf import api
 
 app_name = "research-api"
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="research-api:schema"), name="docs"),
+    # Swagger UI's start-up script from its own URL, not inline: the CSP allows no inline script.
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="research-api:schema"), name="docs"),
     path("iterations/", api.IterationList.as_view(), name="iterations"),
     path("iterations/<int:pk>/", api.IterationDetail.as_view(), name="iteration"),
     path("iterations/<int:pk>/cancel/", api.IterationCancel.as_view(), name="iteration-cancel"),

@@ -50,6 +50,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (tandem/security.py): no inline script.
+    "tandem.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Reads and checks every request body before anything else does (size, hostile JSON).
     "tandem.request_body.RequestBodyMiddleware",

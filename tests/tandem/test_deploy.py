@@ -59,7 +59,9 @@ def test_compose_file_is_valid_and_complete():
     # Redis persists its queue (append-only file on a volume) and beat runs the reconciler.
     redis = services["redis"]
     assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
-    assert any(volume["target"] == "/data" for volume in redis["volumes"])
+    # docker-compose v1 writes a volume as "name:/path:rw", v2 as a mapping.
+    targets = [v["target"] if isinstance(v, dict) else v.split(":")[1] for v in redis["volumes"]]
+    assert "/data" in targets
     assert "beat" in services["beat"]["command"]
 
 

@@ -27,6 +27,7 @@ from annotation.models import (
     Dialogue,
     Label,
     Response,
+    Review,
     Skip,
     Turn,
 )
@@ -107,6 +108,15 @@ def daily_chart(days: list, width: int = 560, height: int = 160) -> dict:
     }
 
 
+def _win_rate(stats: BatchStatistics) -> str:
+    """The position-corrected win rate, with the raw one and the labels per placement."""
+    win = stats.win_rate
+    return (
+        f"{_percent(win.corrected)} corrected for position "
+        f"(raw {_percent(win.raw)}; shown left in {win.a_left:,} labels, right in {win.a_right:,})"
+    )
+
+
 def present(stats: BatchStatistics) -> dict:
     """The statistics as the batch page shows them: formatted tables and chart geometry."""
     summary = [
@@ -115,6 +125,10 @@ def present(stats: BatchStatistics) -> dict:
         ("Share “negligibly better / unsure”", _percent(stats.unsure_share)),
         ("Median time per label", _seconds(stats.median_ms)),
         ("Chose the left response (position bias)", _percent(stats.left_share)),
+        (
+            f"Human win rate of {stats.win_rate.model_a} over {stats.win_rate.model_b}",
+            _win_rate(stats),
+        ),
         ("Mean tokens per prompt", _number(stats.prompt_tokens_mean)),
         ("Mean tokens per response", _number(stats.response_tokens_mean)),
         ("Dialogues", f"{stats.dialogues:,}"),
@@ -126,6 +140,13 @@ def present(stats: BatchStatistics) -> dict:
             "Agreement on overlapping items",
             f"{_percent(stats.agreement)} of {stats.overlap_pairs:,} annotator pairs "
             f"on {stats.overlap_items:,} items",
+        ),
+        ("Krippendorff's α (ordinal, signed strength)", _number(stats.alpha, 3)),
+        ("Fleiss' κ (choice)", _number(stats.fleiss_kappa, 3)),
+        ("Gold items", f"{stats.gold_items:,}"),
+        (
+            f"Annotators below the gold floor ({_percent(stats.gold_floor)})",
+            ", ".join(stats.flagged) or "none",
         ),
         ("Comparisons", f"{stats.comparisons:,}"),
         ("Held-out comparisons (test set)", f"{stats.heldout:,}"),
@@ -141,6 +162,13 @@ def present(stats: BatchStatistics) -> dict:
             "per_hour": _number(a.labels_per_hour),
             "median": _seconds(a.median_ms),
             "left": _percent(a.left_share),
+            "kappa": _number(a.kappa, 3),
+            "alpha": _number(a.alpha, 3),
+            "gold": "–"
+            if a.gold_accuracy is None
+            else f"{_percent(a.gold_accuracy)} of {a.gold_labels:,}",
+            "flagged": a.below_gold_floor,
+            "reviews": f"{a.accepted:,} / {a.rejected:,} / {a.sent_back:,}",
         }
         for a in stats.annotators
     ]
@@ -463,8 +491,26 @@ class ResponseInline(admin.TabularInline):
         return super().get_queryset(request).select_related("model_version")
 
 
+class GoldFilter(admin.SimpleListFilter):
+    title = "gold item"
+    parameter_name = "gold"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "gold items"), ("no", "ordinary items")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(gold_choice="")
+        if self.value() == "no":
+            return queryset.filter(gold_choice="")
+        return queryset
+
+
 @admin.register(Comparison)
-class ComparisonAdmin(ReadOnlyAdmin):
+class ComparisonAdmin(admin.ModelAdmin):
+    """A comparison is a record, except that an admin may make it a gold item: its expected
+    choice (side a or b, as the responses below are named) and optionally safety label."""
+
     list_display = [
         "id",
         "batch",
@@ -472,15 +518,29 @@ class ComparisonAdmin(ReadOnlyAdmin):
         "status",
         "left",
         "heldout",
+        "gold_choice",
         "context_tokens",
         "label_count",
         "created_at",
     ]
-    list_filter = ["batch", "status", "heldout", "turn__dialogue__guideline"]
+    list_filter = ["batch", "status", "heldout", GoldFilter, "turn__dialogue__guideline"]
     list_select_related = ["batch", "turn"]
     search_fields = ["turn__prompt"]
     inlines = [ResponseInline]
     fields = [
+        "batch",
+        "turn",
+        "prompt",
+        "status",
+        "left",
+        "heldout",
+        ("gold_choice", "gold_safety"),
+        "context_tokens",
+        "error",
+        "created_at",
+        "ready_at",
+    ]
+    readonly_fields = [
         "batch",
         "turn",
         "prompt",
@@ -492,7 +552,12 @@ class ComparisonAdmin(ReadOnlyAdmin):
         "created_at",
         "ready_at",
     ]
-    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(label_count=Count("labels"))
@@ -519,12 +584,14 @@ class LabelAdmin(ReadOnlyAdmin):
         "safety",
         "edited",
         "seconds",
+        "review_status",
         "created_at",
     ]
     list_filter = [
         "comparison__batch",
         "strength",
         "safety",
+        "review_status",
         ("annotator", admin.RelatedOnlyFieldListFilter),
     ]
     list_select_related = ["comparison__batch", "annotator"]
@@ -590,3 +657,29 @@ class AssignmentAdmin(ReadOnlyAdmin):
     @admin.display(description="batch", ordering="comparison__batch__name")
     def batch(self, assignment: Assignment) -> str:
         return assignment.comparison.batch.name
+
+
+@admin.register(Review)
+class ReviewAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "label_link",
+        "annotator",
+        "reviewer",
+        "outcome",
+        "reason",
+        "note",
+        "created_at",
+    ]
+    list_filter = ["outcome", "reason", "label__comparison__batch"]
+    list_select_related = ["label__annotator", "reviewer"]
+    search_fields = ["label__annotator__username", "reviewer__username", "note"]
+
+    @admin.display(description="label", ordering="label")
+    def label_link(self, review: Review) -> str:
+        url = reverse("admin:annotation_label_change", args=[review.label_id])
+        return format_html('<a href="{}">l{}</a>', url, review.label_id)
+
+    @admin.display(description="annotator", ordering="label__annotator__username")
+    def annotator(self, review: Review) -> str:
+        return review.label.annotator.get_username()

@@ -51,7 +51,8 @@ def comparison_json(comparison: Comparison, user, label=_LOOK_UP) -> dict:
     """`label`: the user's label of it, if the caller knows (None: not labelled yet)."""
     dialogue = comparison.turn.dialogue
     if label is _LOOK_UP:
-        label = comparison.labels.filter(annotator=user).first()
+        # A label sent back to its annotator is theirs to give again (annotation.reviews).
+        label = comparison.labels.filter(annotator=user).exclude(review_status="sent_back").first()
     sides = {"left": comparison.left, "right": comparison.right}
     shown = {}
     for position, side in sides.items():

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotation import api
+from annotation import api, review_api
 
 app_name = "annotation-api"
 urlpatterns = [
@@ -11,4 +11,6 @@ urlpatterns = [
     path("comparisons/<int:comparison_id>/label/", api.ComparisonLabel.as_view(), name="label"),
     path("comparisons/<int:comparison_id>/skip/", api.ComparisonSkip.as_view(), name="skip"),
     path("queue/next/", api.QueueNext.as_view(), name="next"),
+    path("reviews/", review_api.LabelsToReview.as_view(), name="reviews"),
+    path("labels/<int:label_id>/review/", review_api.LabelReview.as_view(), name="review"),
 ]

@@ -11,6 +11,7 @@ expected choice is a gold (attention) item, served like any other.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -173,6 +174,10 @@ class Comparison(models.Model):
                 name="comparison_active",
             )
         ]
+
+    def clean(self) -> None:
+        if self.gold_safety and not self.gold_choice:
+            raise ValidationError({"gold_choice": "a gold item needs the expected choice"})
 
     def response(self, side: str) -> Response:
         return next(r for r in self.responses.all() if r.side == side)

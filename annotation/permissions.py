@@ -34,3 +34,10 @@ class IsAnnotator(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return has_role(request.user, ANNOTATOR)
+
+
+class IsReviewer(BasePermission):
+    message = "only reviewers may do this"
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, REVIEWER)

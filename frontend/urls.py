@@ -1,7 +1,7 @@
 from django.urls import path
 from django.views.generic import RedirectView
 
-from frontend import views
+from frontend import review_views, views
 
 app_name = "frontend"
 urlpatterns = [
@@ -16,4 +16,7 @@ urlpatterns = [
     path("annotate/queue/", views.queue_next, name="queue"),
     path("annotate/comparisons/<int:comparison_id>/", views.comparison, name="comparison"),
     path("annotate/comparisons/<int:comparison_id>/skip/", views.skip, name="skip"),
+    path("annotate/sent-back/", review_views.sent_back, name="sent-back"),
+    path("review/", review_views.review, name="review"),
+    path("review/labels/<int:label_id>/", review_views.review_label, name="review-label"),
 ]

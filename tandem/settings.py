@@ -247,6 +247,9 @@ LOGGING = {
 # prompt an annotator may write (characters).
 ANNOTATION_LOCK_SECONDS = env.get_int("ANNOTATION_LOCK_SECONDS", 15 * 60, minimum=1)
 ANNOTATION_MAX_PROMPT_CHARS = env.get_int("ANNOTATION_MAX_PROMPT_CHARS", 4000, minimum=1)
+# Gold (attention) items: an annotator whose share of gold items answered as expected is below
+# this floor has their labels flagged in the admin and the batch statistics (annotation.stats).
+ANNOTATION_GOLD_FLOOR = env.get_float("ANNOTATION_GOLD_FLOOR", 0.8, minimum=0.0, maximum=1.0)
 # The device rlhf.serving loads model versions on (the generate worker samples there). "auto": the
 # GPU where the process has one (looked for when a model first loads, never at start-up), else
 # the CPU.

@@ -24,7 +24,7 @@ def test_the_batch_page_shows_the_statistics_and_charts(
     labelled, staff_client, django_assert_max_num_queries
 ):
     url = reverse("admin:annotation_batch_change", args=[labelled.batch.pk])
-    with django_assert_max_num_queries(20):
+    with django_assert_max_num_queries(24):
         response = staff_client.get(url)
     assert response.status_code == 200
     page = response.content.decode()
@@ -58,7 +58,7 @@ def test_the_page_costs_the_same_with_more_labels(
 ):
     add_labels(labelled.comparisons[2], 20)
     url = reverse("admin:annotation_batch_change", args=[labelled.batch.pk])
-    with django_assert_max_num_queries(20):
+    with django_assert_max_num_queries(24):
         response = staff_client.get(url)
     assert len(response.context["stats"]["annotators"]) == 23
 
@@ -124,7 +124,9 @@ def test_annotators_cannot_see_the_admin(labelled, client, make_user):
     client.force_login(make_user("eve"))
     response = client.get(reverse("admin:annotation_batch_change", args=[labelled.batch.pk]))
     assert response.status_code == 302
-    response = client.get(reverse("admin:annotation_batch_export", args=[labelled.batch.pk, "training"]))
+    response = client.get(
+        reverse("admin:annotation_batch_export", args=[labelled.batch.pk, "training"])
+    )
     assert response.status_code == 302
 
 

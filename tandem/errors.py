@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 
+from django.conf import settings
 from django.core.exceptions import (
     RequestDataTooBig,
     TooManyFieldsSent,
@@ -63,17 +64,21 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return django_server_error(request)
 
 
+def too_big_message() -> str:
+    return f"the request body is over the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
+
+
 # What Django raises for a body it will not read, and what the client is told.
 _REFUSED_BODIES = {
-    RequestDataTooBig: "the request body is over the size limit",
-    TooManyFieldsSent: "the request has too many fields",
-    TooManyFilesSent: "the request has too many files",
+    RequestDataTooBig: too_big_message,
+    TooManyFieldsSent: lambda: "the request has too many fields",
+    TooManyFilesSent: lambda: "the request has too many files",
 }
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     message = next(
-        (text for kind, text in _REFUSED_BODIES.items() if isinstance(exception, kind)),
+        (text() for kind, text in _REFUSED_BODIES.items() if isinstance(exception, kind)),
         "the request is malformed",
     )
     return bad_request_response(request, message)

@@ -13,20 +13,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from rest_framework import parsers
 
-from tandem.errors import bad_request_response
+from tandem.errors import bad_request_response, too_big_message
 from tandem.storable import unstorable_in
 
 
 class InvalidBody(ValueError):
     """A body Tandem refuses; the message is written for the client."""
-
-
-def too_big_message() -> str:
-    return f"the request body is over the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
 
 
 def _reject_constant(name: str) -> None:

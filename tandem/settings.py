@@ -140,7 +140,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # Logins: django-axes counts failed logins on the annotators' and admin's login pages. After
 # LOGIN_FAILURE_LIMIT failures for an account (from anywhere) or from a client address (for any
 # account) that account or client is refused, with a page saying so, for LOGIN_COOLOFF_SECONDS;
-# a successful login clears the count. The address is REMOTE_ADDR (axes's default): headers a
+# a successful login clears the count. Before that, each failure waits LOGIN_FAILURE_DELAY_MS
+# per earlier failure (frontend/login_throttle.py). The address is REMOTE_ADDR (axes's default): headers a
 # client can forge are not trusted.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
@@ -148,8 +149,10 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env.get_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(seconds=env.get_int("LOGIN_COOLOFF_SECONDS", 15 * 60, minimum=1))
+LOGIN_FAILURE_DELAY_MS = env.get_int("LOGIN_FAILURE_DELAY_MS", 500)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "frontend.login_throttle.recorded_username"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 LOGIN_URL = "login"

@@ -3,6 +3,7 @@ and the client for the cool-off time, with a readable page; a success clears the
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -17,6 +18,7 @@ LOGIN_PAGES = ["/accounts/login/", "/admin/login/"]
 def limit_of_three(settings):
     settings.AXES_FAILURE_LIMIT = 3
     settings.AXES_COOLOFF_TIME = timedelta(minutes=15)
+    settings.LOGIN_FAILURE_DELAY_MS = 0
 
 
 def attempt(path: str, username: str, password: str, address: str = "10.0.0.1"):
@@ -63,3 +65,18 @@ def test_a_successful_login_clears_the_count(make_user):
     logged_in = client.post(path, {"username": "rita", "password": "rita-password"})
     assert logged_in.status_code == 302
     assert client.get("/annotate/api/progress/").status_code == 409  # in: no batch is open
+
+
+def test_failures_slow_down_before_the_lock_and_the_lock_answers_at_once(make_user, settings):
+    settings.AXES_FAILURE_LIMIT = 4
+    settings.LOGIN_FAILURE_DELAY_MS = 300
+    make_user("rita")
+    waits = []
+    for expected in (200, 200, 200, 429, 429):
+        started = time.monotonic()
+        assert attempt("/accounts/login/", "rita", "wrong").status_code == expected
+        waits.append(time.monotonic() - started)
+    # The second failure waits one delay, the third two; the one that locks, and every attempt
+    # while locked, is answered without waiting (a locked attempt checks no password either).
+    assert waits[1] >= 0.3 and waits[2] >= 0.6, waits
+    assert waits[4] < waits[2] - 0.3, waits

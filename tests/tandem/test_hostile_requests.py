@@ -113,6 +113,26 @@ def test_a_body_over_the_limit_is_400_everywhere(
     assert_session_works(annotator_client)
 
 
+@pytest.mark.parametrize("path", ["/annotate/dialogues/", "/accounts/login/", "/admin/login/"])
+def test_a_multipart_form_over_the_limit_is_a_readable_400(annotator_client, settings, path):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1_000
+    before = stored()
+    response = annotator_client.post(path, {"prompt": "x" * 2_000, "guideline": "helpfulness"})
+    assert_refused(response, path, "the request body is over the limit of 1000 bytes")
+    assert stored() == before
+    assert_session_works(annotator_client)
+
+
+def test_too_many_form_fields_is_a_readable_400(annotator_client, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+    body = "&".join(f"f{i}=x" for i in range(20))
+    response = annotator_client.generic(
+        "POST", "/annotate/dialogues/", body, content_type="application/x-www-form-urlencoded"
+    )
+    assert_refused(response, "/annotate/dialogues/", "the request has too many fields")
+    assert_session_works(annotator_client)
+
+
 # Every JSON field of the annotators' API, choice fields included: a lone surrogate (the JSON
 # escape, which decodes to an unencodable string) or a NUL.
 FIELDS = [
@@ -195,3 +215,25 @@ def test_a_malformed_session_cookie_is_no_session(batch, make_user, cookie):
     login = client.post("/accounts/login/", {"username": "sam", "password": "sam-password"})
     assert login.status_code == 302
     assert_session_works(client)
+
+
+@pytest.mark.parametrize("path", ["/accounts/login/", "/admin/login/"])
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("ri\x00ta", "rita-password"), ("rita", "rita\x00password"), ("r" * 10_000, "x")],
+    ids=["nul-username", "nul-password", "long-username"],
+)
+def test_hostile_login_fields_are_refused_on_the_form(make_user, path, username, password):
+    from axes.models import AccessAttempt
+
+    make_user("rita", staff=True)
+    client = Client()
+    response = client.post(path, {"username": username, "password": password})
+    assert response.status_code == 200  # the login form again, with its error
+    page = response.content.decode()
+    assert "Null characters are not allowed" in page or "correct username and password" in page
+    # A failure counts (a long name cut to what axes stores); a NUL never reaches a lookup.
+    recorded = list(AccessAttempt.objects.values_list("username", flat=True))
+    assert recorded == ([] if "\x00" in username + password else [username[:255]])
+    login = client.post(path, {"username": "rita", "password": "rita-password"})
+    assert login.status_code == 302

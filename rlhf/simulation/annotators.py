@@ -1,0 +1,172 @@
+"""Simulated annotators: real users in the `annotator` group who work through the annotation
+services exactly as the pages do. Each writes a gold prompt (`start_dialogue`: the batch's two
+models answer it on the `generate` worker), waits for both responses, reads them as shown
+(left and right) and submits a label with a time spent (`submit_label`); it never writes a
+row itself. How it chooses is `decisions.decide`, with the annotator's own seeded generator.
+
+The services draw the side shown on the left, the held-out flag and the two sampling seeds
+from Python's global generator; it is seeded from the prompt's key before each write, so
+those draws, and with them the responses, follow from the simulation's seed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from annotation.models import Comparison
+from annotation.permissions import ANNOTATOR
+from annotation.services import LabelInput, start_dialogue, submit_label
+from rlhf.simulation.decisions import Decision, decide
+from rlhf.train.gold import GoldPrompt
+
+POLL_SECONDS = 0.2
+
+
+class SimulationError(Exception):
+    """The simulation cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class SimulatedAnnotator:
+    user: Any
+    rng: random.Random
+    noise: float
+    edit_rate: float
+
+    def write(self, prompt: GoldPrompt, key: str) -> Comparison:
+        """Write `prompt` as the first turn of a new dialogue, as the annotator page does."""
+        random.seed(key)  # the services' draws: side, held-out flag, sampling seeds
+        return start_dialogue(
+            author=self.user,
+            prompt=prompt.text,
+            guideline="safety" if prompt.risky else "helpfulness",
+            risky=prompt.risky,
+        ).comparison
+
+    def label(self, comparison: Comparison, prompt: GoldPrompt) -> Decision:
+        """Read the sampled pair as shown and submit the label."""
+        texts = {r.side: r.text for r in comparison.responses.all()}
+        decision = decide(
+            prompt,
+            texts[comparison.left],
+            texts[comparison.right],
+            self.rng,
+            noise=self.noise,
+            edit_rate=self.edit_rate,
+        )
+        submit_label(
+            self.user,
+            comparison.pk,
+            LabelInput(
+                chosen=decision.chosen,
+                strength=decision.strength,
+                safety=decision.safety,
+                time_spent_ms=decision.time_spent_ms,
+                edited_response=decision.edited_response,
+            ),
+        )
+        return decision
+
+
+def enlist(count: int, *, seed: int, noise: float, edit_rate: float) -> list[SimulatedAnnotator]:
+    """`count` annotators (users sim-annotator-1 ...; made on first use), each with a generator
+    seeded from `seed` and its number."""
+    group, _ = Group.objects.get_or_create(name=ANNOTATOR)
+    annotators = []
+    for number in range(1, count + 1):
+        user, _ = get_user_model().objects.get_or_create(username=f"sim-annotator-{number}")
+        user.groups.add(group)
+        rng = random.Random(seed * 1_000_003 + number)
+        annotators.append(SimulatedAnnotator(user, rng, noise, edit_rate))
+    return annotators
+
+
+@dataclass
+class WeekOfLabels:
+    """What the annotators did in one week."""
+
+    labels: int = 0
+    heldout: int = 0
+    gold_ties: int = 0
+    flipped: int = 0
+    edited: int = 0
+    strengths: Counter = field(default_factory=Counter)
+    safety: Counter = field(default_factory=Counter)
+    time_spent_ms: int = 0
+
+    def add(self, comparison: Comparison, decision: Decision) -> None:
+        self.labels += 1
+        self.heldout += comparison.heldout
+        self.gold_ties += not decision.gold_preference
+        self.flipped += decision.flipped
+        self.edited += bool(decision.edited_response)
+        self.strengths[decision.strength] += 1
+        self.safety[decision.safety] += 1
+        self.time_spent_ms += decision.time_spent_ms
+
+    def to_json(self) -> dict[str, Any]:
+        preferred = self.labels - self.gold_ties
+        return {
+            "labels": self.labels,
+            "heldout": self.heldout,
+            "gold_ties": self.gold_ties,
+            "flipped": self.flipped,
+            "edited": self.edited,
+            # Of the pairs the judge preferred one of: the share chosen as it did.
+            "agreement_with_gold": (preferred - self.flipped) / preferred if preferred else None,
+            "strengths": dict(sorted(self.strengths.items())),
+            "safety": dict(sorted(self.safety.items())),
+            "simulated_time_spent_ms": self.time_spent_ms,
+        }
+
+
+def annotate_week(
+    annotators: Sequence[SimulatedAnnotator],
+    prompts: Sequence[GoldPrompt],
+    *,
+    key: str,
+    timeout: float,
+    progress: Callable[[str], None],
+) -> WeekOfLabels:
+    """The open batch collects `prompts`, dealt to the annotators in turn. In each round every
+    annotator writes one prompt, the round's pairs are sampled together by the generate worker,
+    and each annotator labels its own, in a fixed order: the rows are written, and the
+    generators drawn from, in the same order on every run."""
+    week = WeekOfLabels()
+    for start in range(0, len(prompts), len(annotators)):
+        round_ = list(zip(annotators, prompts[start : start + len(annotators)], strict=False))
+        written = [
+            (annotator, annotator.write(prompt, f"{key}:{start + i}"), prompt)
+            for i, (annotator, prompt) in enumerate(round_)
+        ]
+        sampled = wait_until_sampled([c.pk for _, c, _ in written], timeout=timeout)
+        for annotator, comparison, prompt in written:
+            week.add(comparison, annotator.label(sampled[comparison.pk], prompt))
+        progress(f"{week.labels}/{len(prompts)} labelled")
+    return week
+
+
+def wait_until_sampled(ids: list[int], *, timeout: float) -> dict[int, Comparison]:
+    """The comparisons once the generate worker has sampled them all (polling their status, as
+    the page does); SimulationError if one failed or the time ran out."""
+    deadline = time.monotonic() + timeout
+    waiting = Comparison.objects.filter(pk__in=ids)
+    while waiting.filter(status__in=(Comparison.Status.PENDING, Comparison.Status.GENERATING)):
+        if time.monotonic() > deadline:
+            raise SimulationError(
+                f"comparisons {ids} still unsampled after {timeout:.0f} s: is a Celery worker "
+                "running on the default and generate queues?"
+            )
+        time.sleep(POLL_SECONDS)
+    comparisons = {c.pk: c for c in waiting.prefetch_related("responses")}
+    if failed := [c for c in comparisons.values() if c.status == Comparison.Status.FAILED]:
+        raise SimulationError(f"sampling comparison {failed[0].pk} failed: {failed[0].error}")
+    return comparisons

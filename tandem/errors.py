@@ -9,7 +9,7 @@ first; the whole chain is looked at. Anything else is a bug: a 500, as JSON on t
 
 `handler400` answers what Django itself refuses before a view runs (too many form fields, a
 malformed multipart body, a disallowed host) in the same two forms, as
-tandem.request_body does for bodies it refuses: {"detail", "field": null} on the APIs, a page
+tandem.request_input does for input it refuses: {"detail", "field": null} on the APIs, a page
 saying what was wrong elsewhere.
 """
 

@@ -56,8 +56,9 @@ MIDDLEWARE = [
     # Content-Security-Policy on every response (tandem/security.py): no inline script.
     "tandem.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    # Reads and checks every request body before anything else does (size, hostile JSON).
-    "tandem.request_body.RequestBodyMiddleware",
+    # Checks every request's query string and body before anything else reads them (size,
+    # hostile JSON, NUL).
+    "tandem.request_input.RequestInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -171,8 +172,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    # Both APIs: the JSON that tandem.request_body parsed and checked, and one error format.
-    "DEFAULT_PARSER_CLASSES": ["tandem.request_body.JSONParser"],
+    # Both APIs: the JSON that tandem.request_input parsed and checked, and one error format.
+    "DEFAULT_PARSER_CLASSES": ["tandem.request_input.JSONParser"],
     "EXCEPTION_HANDLER": "tandem.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # The research API's expensive requests (rlhf/api.py), per user: starting an iteration

@@ -217,6 +217,23 @@ def test_a_malformed_session_cookie_is_no_session(batch, make_user, cookie):
     assert_session_works(client)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/annotation/batch/?q=%00",  # admin's search: PostgreSQL refuses a NUL
+        "/admin/auth/user/?q=a%00b",
+        "/admin/annotation/batch/?status%00=open",
+        "/api/models/?kind=%00",
+        "/annotate/api/progress/?x=%00",
+        "/accounts/login/?next=%00",
+    ],
+)
+def test_a_nul_in_the_query_string_is_400(annotator_client, path):
+    response = annotator_client.get(path)
+    assert_refused(response, path.split("?")[0], "the query string holds a NUL character")
+    assert_session_works(annotator_client)
+
+
 @pytest.mark.parametrize("path", ["/accounts/login/", "/admin/login/"])
 @pytest.mark.parametrize(
     ("username", "password"),

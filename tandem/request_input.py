@@ -1,11 +1,13 @@
-"""Every request body is checked once, at the door, before any view, form or parser sees it.
+"""Every request's input is checked once, at the door, before any view, form or parser sees it.
 
-RequestBodyMiddleware reads the body of every request that has one (the API, the pages' forms,
-admin, and endpoints that take no body alike), so Django's DATA_UPLOAD_MAX_MEMORY_SIZE bounds
-them all, and parses a JSON body with `parse_json`: nesting too deep for Python's decoder (a
-RecursionError, else a 500), NaN and Infinity, and strings no database can store
-(tandem.storable) are refused with a 400 (JSON on the APIs, a page elsewhere) and nothing runs.
-DRF's parser (`JSONParser`, the REST_FRAMEWORK default) hands the views the value parsed here.
+RequestInputMiddleware refuses a query string holding a NUL (admin's search would send it to
+PostgreSQL, which refuses it: a 500), reads the body of every request that has one (the APIs,
+the pages' forms, admin, and endpoints that take no body alike), so Django's
+DATA_UPLOAD_MAX_MEMORY_SIZE bounds them all, and parses a JSON body with `parse_json`: nesting
+too deep for Python's decoder (a RecursionError, else a 500), NaN and Infinity, and strings no
+database can store (tandem.storable) are refused. Each is a 400 saying why (JSON on the APIs, a
+page elsewhere) and nothing runs. DRF's parser (`JSONParser`, the REST_FRAMEWORK default) hands
+the views the value parsed here.
 """
 
 from __future__ import annotations
@@ -44,11 +46,14 @@ def is_json(content_type: str) -> bool:
     return content_type == "application/json" or content_type.endswith("+json")
 
 
-class RequestBodyMiddleware:
+class RequestInputMiddleware:
     def __init__(self, get_response) -> None:
         self.get_response = get_response
 
     def __call__(self, request):
+        # A query string's percent escapes decode with replacement: a NUL is all it can hide.
+        if any("\x00" in key + "".join(values) for key, values in request.GET.lists()):
+            return bad_request_response(request, "the query string holds a NUL character")
         # Multipart bodies stream to Django's parser, which bounds their fields itself.
         if _has_body(request) and request.content_type != "multipart/form-data":
             try:
@@ -73,7 +78,7 @@ def _has_body(request) -> bool:
 
 
 class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser over the body RequestBodyMiddleware parsed and checked."""
+    """DRF's JSON parser over the body RequestInputMiddleware parsed and checked."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         return parser_context["request"]._request.json_body

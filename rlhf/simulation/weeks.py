@@ -111,9 +111,9 @@ def simulate(config: SimulationConfig, progress: Progress) -> dict[str, Any]:
     annotators = enlist(
         config.annotators, seed=config.seed, noise=config.noise, edit_rate=config.edit_rate
     )
-    judge = Judge(config)
+    gold = GoldMeasure(config)
     findings: dict[str, Any] = {"config": config.to_json(), "base": base.name, "weeks": []}
-    findings["versions"] = [judge.measure(base, week=0, progress=progress)]
+    findings["versions"] = [gold.measure(base, week=0, progress=progress)]
     report.write(config.report, findings)
     trained_on: list[str] = []
     for week in range(1, config.weeks + 1):
@@ -136,7 +136,7 @@ def simulate(config: SimulationConfig, progress: Progress) -> dict[str, Any]:
         policy = ModelVersion.objects.get(name=iteration.metrics["published"])
         if policy.status != ModelVersion.Status.PUBLISHED:
             raise SimulationError(f"{policy.name} was not published ({policy.status})")
-        measured = judge.measure(policy, week=week, progress=say)
+        measured = gold.measure(policy, week=week, progress=say)
         steps = list(iteration.steps.all())
         reward = {
             s.name: s.metrics.get("heldout", {}) for s in steps if s.name in Iteration.REWARD_STEPS
@@ -164,6 +164,7 @@ def simulate(config: SimulationConfig, progress: Progress) -> dict[str, Any]:
                     "annotation": round(annotation_seconds, 2),
                     "iteration_steps": {s.name: round(s.seconds, 2) for s in steps},
                     "evaluation": measured["seconds"],
+                    "export": measured["export_seconds"],
                 },
             }
         )
@@ -176,8 +177,9 @@ def simulate(config: SimulationConfig, progress: Progress) -> dict[str, Any]:
     return findings
 
 
-class Judge:
-    """Measures versions with the gold judge against the base model, exports each."""
+class GoldMeasure:
+    """Measures versions with the gold judge against the base model (the first one measured),
+    and exports each in the Hugging Face layout beside the report."""
 
     def __init__(self, config: SimulationConfig) -> None:
         self.config = config
@@ -200,6 +202,7 @@ class Judge:
             self.config.report / "samples" / f"{version.name}.jsonl",
             evaluation.samples(version.name, self.gold, answers),
         )
+        seconds = time.monotonic() - started
         exported = Path("models") / version.name
         checkpoint = load_checkpoint(version.directory)
         save_hf_model(checkpoint.model, checkpoint.tokenizer, self.config.report / exported)
@@ -210,7 +213,8 @@ class Judge:
             **scores,
             "hf_export": str(exported),
             "samples": f"samples/{version.name}.jsonl",
-            "seconds": round(time.monotonic() - started, 2),
+            "seconds": round(seconds, 2),
+            "export_seconds": round(time.monotonic() - started - seconds, 2),
         }
 
 

@@ -69,7 +69,7 @@ def test_two_simulated_weeks_publish_a_version_each(
             assert set(week["reward_models"][rm]["accuracy_by_strength"]) <= set(STRENGTHS)
         seconds = week["seconds"]
         assert set(seconds["iteration_steps"]) == ITERATION_STEPS
-        assert seconds["annotation"] > 0 and seconds["evaluation"] > 0
+        assert seconds["annotation"] > 0 and seconds["evaluation"] > 0 and seconds["export"] > 0
     # Week 2's batch was opened by week 1's publish: served by the new and the previous policy.
     assert weeks[1]["served_by"] == [published[0], "tiny"]
     assert weeks[1]["batch"] == weeks[0]["next_batch"]

@@ -109,11 +109,6 @@ def _send_back(label: Label) -> None:
 REVIEW_PAGE = 20
 
 
-def _with_everything(labels: QuerySet[Label]) -> QuerySet[Label]:
-    """What a reviewer sees of each label, in a fixed number of queries."""
-    return labels.select_related("comparison__turn__dialogue", "comparison__batch", "annotator")
-
-
 def to_review(
     reviewer,
     *,
@@ -126,8 +121,9 @@ def to_review(
     labels = Label.objects.filter(review_status=status).exclude(annotator=reviewer)
     if batch is not None:
         labels = labels.filter(comparison__batch=batch)
+    # What a reviewer sees of each label, in a fixed number of queries.
     page = list(
-        _with_everything(labels)
+        labels.select_related("comparison__turn__dialogue", "comparison__batch", "annotator")
         .prefetch_related(
             Prefetch("comparison__responses", queryset=Response.objects.order_by("side")),
             Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),

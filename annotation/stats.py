@@ -41,7 +41,7 @@ from datetime import date
 import numpy as np
 from django.conf import settings
 from django.db import connection
-from django.db.models import Avg, Count, F, IntegerField, Max, Q, QuerySet, Sum, Value, Window
+from django.db.models import Avg, Count, F, Max, Q, QuerySet, Sum, Window
 from django.db.models.functions import RowNumber, TruncDate
 
 from annotation.agreement import cohen_kappa, fleiss_kappa, krippendorff_alpha
@@ -157,28 +157,38 @@ def _bins(choices, counts: dict[str, int], total: int) -> list[Bin]:
     ]
 
 
-def _medians(labels: QuerySet[Label], partition: str | None = None) -> dict[object, float]:
-    """Median time_spent_ms per value of the field `partition` ({None: median} without one).
+def _medians(labels: QuerySet[Label]) -> tuple[dict[int, float], float | None]:
+    """Median time_spent_ms per annotator, and over all the labels, in one query.
 
-    Each label is numbered within its partition in time order; only the one or two middle rows
-    (2·rank between count and count + 2) come back from the database, and their mean is the
-    median.
+    Each label is numbered in time order twice, within its annotator and among all; only the
+    rows in the middle of either numbering (2·rank between count and count + 2: one or two per
+    group) come back from the database, and the mean of a group's middle rows is its median.
     """
-    over = {"partition_by": [F(partition)]} if partition else {}
+    in_order = [F("time_spent_ms").asc(), F("pk").asc()]
+    by_annotator = {"partition_by": [F("annotator")]}
     middle = (
         labels.annotate(
-            _rank=Window(RowNumber(), order_by=[F("time_spent_ms").asc(), F("pk").asc()], **over),
-            _count=Window(Count("pk"), **over),
+            _rank=Window(RowNumber(), order_by=in_order, **by_annotator),
+            _count=Window(Count("pk"), **by_annotator),
+            _rank_all=Window(RowNumber(), order_by=in_order),
+            _count_all=Window(Count("pk")),
         )
-        .annotate(_twice=F("_rank") * 2)
-        .filter(_twice__gte=F("_count"), _twice__lte=F("_count") + 2)
-        .annotate(_key=F(partition) if partition else Value(None, IntegerField()))
-        .values_list("_key", "time_spent_ms")
+        .annotate(_twice=F("_rank") * 2, _twice_all=F("_rank_all") * 2)
+        .filter(
+            Q(_twice__gte=F("_count"), _twice__lte=F("_count") + 2)
+            | Q(_twice_all__gte=F("_count_all"), _twice_all__lte=F("_count_all") + 2)
+        )
+        .values_list("annotator", "time_spent_ms", "_twice", "_count", "_twice_all", "_count_all")
     )
-    grouped: dict[object, list[int]] = defaultdict(list)
-    for key, value in middle:
-        grouped[key].append(value)
-    return {key: sum(values) / len(values) for key, values in grouped.items()}
+    per_annotator: dict[int, list[int]] = defaultdict(list)
+    overall: list[int] = []
+    for annotator, value, twice, count, twice_all, count_all in middle:
+        if count <= twice <= count + 2:
+            per_annotator[annotator].append(value)
+        if count_all <= twice_all <= count_all + 2:
+            overall.append(value)
+    medians = {key: sum(values) / len(values) for key, values in per_annotator.items()}
+    return medians, sum(overall) / len(overall) if overall else None
 
 
 # The signed strength's eight levels: 0 "a significantly better" ... 3 "a negligibly better",
@@ -198,10 +208,36 @@ def current_labels(batch: Batch) -> QuerySet[Label]:
     )
 
 
-def _level_patterns(batch: Batch, *, per_annotator: bool) -> dict[object, np.ndarray]:
-    """Items with two labels or more as an items × levels tally ({None: tally}, or per
-    annotator the tally of the items they labelled). The database counts each item's labels
-    per level and returns each distinct pattern once with its number of items."""
+@dataclass(frozen=True)
+class _Tallies:
+    """The counts the agreement figures come from, over items with two current labels or
+    more: items × levels tallies of the batch and of each annotator's items, and per
+    annotator the confusion of their choice (row: a, b) with the others' on the same items."""
+
+    batch: np.ndarray
+    per_annotator: dict[int, np.ndarray]
+    confusion: dict[int, np.ndarray]
+
+
+# A label's signed level, in SQL, on the label row `mine`.
+_LEVEL_SQL = (
+    "CASE "
+    + " ".join(
+        f"WHEN mine.chosen = '{side}' AND mine.strength = '{strength}' THEN {level}"
+        for level, (side, strength) in enumerate(SIGNED_LEVELS)
+    )
+    + " END"
+)
+
+
+def _tallies(batch: Batch) -> _Tallies:
+    """One query: the database counts each item's labels per level, joins every current label
+    to its item's counts and returns each distinct (annotator, their level, the item's
+    pattern) once with its number of items (a few per annotator, whatever the labels).
+
+    An item with n labels comes once for each of its n annotators, so the batch's number of
+    items with a pattern is the sum over the annotators divided by n; and the others' labels
+    on an item are its pattern less the annotator's own level."""
     per_item = (
         current_labels(batch)
         .order_by()
@@ -217,33 +253,32 @@ def _level_patterns(batch: Batch, *, per_annotator: bool) -> dict[object, np.nda
     )
     inner, params = per_item.query.sql_with_params()
     levels = ", ".join(f"item.{column}" for column in _LEVEL_COLUMNS)
-    if per_annotator:
-        mine = (
-            current_labels(batch).order_by().values(who=F("annotator_id"), item=F("comparison_id"))
-        )
-        mine_sql, mine_params = mine.query.sql_with_params()
-        sql = (
-            f"SELECT mine.who, {levels}, COUNT(*) FROM ({mine_sql}) mine"
-            f" JOIN ({inner}) item ON item.item = mine.item"
-            f" GROUP BY mine.who, {levels}"
-        )
-        params = (*mine_params, *params)
-    else:
-        sql = f"SELECT NULL, {levels}, COUNT(*) FROM ({inner}) item GROUP BY {levels}"
+    # The item subquery is the batch's already: the labels join it without the comparisons.
+    sql = (
+        f"SELECT mine.annotator_id, {_LEVEL_SQL}, {levels}, COUNT(*) FROM annotation_label mine"
+        f" JOIN ({inner}) item ON item.item = mine.comparison_id"
+        f" WHERE mine.review_status <> %s GROUP BY mine.annotator_id, {_LEVEL_SQL}, {levels}"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    patterns: dict[object, list[tuple]] = defaultdict(list)
-    for key, *pattern, items in rows:
-        patterns[key].append((pattern, items))
-    return {
-        key: np.repeat(
-            np.array([pattern for pattern, _ in rows], dtype=np.int64),
-            [items for _, items in rows],
-            axis=0,
-        )
-        for key, rows in patterns.items()
-    }
+        cursor.execute(sql, (*params, ReviewStatus.SENT_BACK.value))
+        rows = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, len(SIGNED_LEVELS) + 3)
+    annotator, own, patterns, items = rows[:, 0], rows[:, 1], rows[:, 2:-1], rows[:, -1]
+    unique, which = np.unique(patterns, axis=0, return_inverse=True)
+    in_batch = np.bincount(which.ravel(), weights=items, minlength=len(unique))
+    others = _by_choice(patterns - np.eye(len(SIGNED_LEVELS), dtype=np.int64)[own])
+    mine = (own >= len(Strength.values)).astype(np.int64)  # 0: chose a, 1: chose b
+    confusion, per_annotator = {}, {}
+    for person in np.unique(annotator):
+        theirs = annotator == person
+        table = np.zeros((2, 2))
+        np.add.at(table, mine[theirs], items[theirs, np.newaxis] * others[theirs])
+        confusion[int(person)] = table
+        per_annotator[int(person)] = np.repeat(patterns[theirs], items[theirs], axis=0)
+    return _Tallies(
+        batch=np.repeat(unique, (in_batch // unique.sum(axis=1)).astype(np.int64), axis=0),
+        per_annotator=per_annotator,
+        confusion=confusion,
+    )
 
 
 def _by_choice(levels: np.ndarray) -> np.ndarray:
@@ -251,32 +286,6 @@ def _by_choice(levels: np.ndarray) -> np.ndarray:
     return np.stack(
         [levels[:, _CHOOSING_A].sum(axis=1), levels[:, _CHOOSING_B].sum(axis=1)], axis=1
     )
-
-
-# Every pair of one annotator's current label and another's on the same item, counted by the
-# two choices (the confusion matrices of Cohen's κ per annotator). Hand-written: a self-join
-# the ORM would express only through a subquery per label.
-_PAIRS_SQL = f"""
-SELECT mine.annotator_id, mine.chosen, other.chosen, COUNT(*)
-FROM annotation_label mine
-JOIN annotation_comparison item ON item.id = mine.comparison_id
-JOIN annotation_label other ON other.comparison_id = mine.comparison_id
-    AND other.annotator_id <> mine.annotator_id
-WHERE item.batch_id = %s
-  AND mine.review_status <> '{ReviewStatus.SENT_BACK.value}'
-  AND other.review_status <> '{ReviewStatus.SENT_BACK.value}'
-GROUP BY mine.annotator_id, mine.chosen, other.chosen
-"""
-
-
-def _kappas(batch: Batch) -> dict[int, float | None]:
-    confusion: dict[int, np.ndarray] = defaultdict(lambda: np.zeros((2, 2)))
-    index = {Side.A.value: 0, Side.B.value: 1}
-    with connection.cursor() as cursor:
-        cursor.execute(_PAIRS_SQL, [batch.pk])
-        for annotator, mine, other, count in cursor.fetchall():
-            confusion[annotator][index[mine], index[other]] += count
-    return {annotator: cohen_kappa(table) for annotator, table in confusion.items()}
 
 
 def _win_rate(batch: Batch, counts: dict[str, int]) -> WinRate:
@@ -312,20 +321,36 @@ def batch_statistics(batch: Batch) -> BatchStatistics:
         comparison__gold_choice=F("chosen"),
     )
 
-    # Totals, strengths, safety bins and position bias in one pass over the labels.
+    # Per annotator, in one pass over the labels: their figures, and the batch's totals as the
+    # sums of theirs (strengths, safety bins, position bias, the win rate's counts).
     shown_left = Q(chosen=F("comparison__left"))
-    totals = labels.aggregate(
-        labels=Count("pk"),
-        left=Count("pk", filter=shown_left),
-        heldout=Count("pk", filter=Q(comparison__heldout=True)),
+    summed = {
+        "count": Count("pk"),
+        "left": Count("pk", filter=shown_left),
+        "heldout": Count("pk", filter=Q(comparison__heldout=True)),
         **{f"strength_{s}": Count("pk", filter=Q(strength=s)) for s in Strength.values},
         **{f"safety_{s}": Count("pk", filter=Q(safety=s)) for s in Safety.values},
-        a_left=Count("pk", filter=current & Q(comparison__left=Side.A)),
-        a_left_wins=Count("pk", filter=current & Q(comparison__left=Side.A, chosen=Side.A)),
-        a_right=Count("pk", filter=current & Q(comparison__left=Side.B)),
-        a_right_wins=Count("pk", filter=current & Q(comparison__left=Side.B, chosen=Side.A)),
+        "a_left": Count("pk", filter=current & Q(comparison__left=Side.A)),
+        "a_left_wins": Count("pk", filter=current & Q(comparison__left=Side.A, chosen=Side.A)),
+        "a_right": Count("pk", filter=current & Q(comparison__left=Side.B)),
+        "a_right_wins": Count("pk", filter=current & Q(comparison__left=Side.B, chosen=Side.A)),
+    }
+    per_annotator = list(
+        labels.values("annotator")
+        .annotate(
+            username=F("annotator__username"),
+            time_ms=Sum("time_spent_ms"),
+            accepted=Count("pk", filter=Q(review_status=ReviewStatus.ACCEPTED)),
+            rejected=Count("pk", filter=Q(review_status=ReviewStatus.REJECTED)),
+            sent_back=Count("pk", filter=Q(review_status=ReviewStatus.SENT_BACK)),
+            gold=Count("pk", filter=gold),
+            gold_correct=Count("pk", filter=gold_correct),
+            **summed,
+        )
+        .order_by("-count", "username")
     )
-    total = totals["labels"]
+    totals = {key: sum(row[key] for row in per_annotator) for key in summed}
+    total = totals["count"]
     per_strength = _bins(
         Strength.choices, {s: totals[f"strength_{s}"] for s in Strength.values}, total
     )
@@ -343,30 +368,14 @@ def batch_statistics(batch: Batch) -> BatchStatistics:
         .aggregate(dialogues=Count("pk"), mean=Avg("turn_count"), max=Max("turn_count"))
     )
 
-    per_annotator = list(
-        labels.values("annotator")
-        .annotate(
-            username=F("annotator__username"),
-            count=Count("pk"),
-            time_ms=Sum("time_spent_ms"),
-            left=Count("pk", filter=shown_left),
-            accepted=Count("pk", filter=Q(review_status=ReviewStatus.ACCEPTED)),
-            rejected=Count("pk", filter=Q(review_status=ReviewStatus.REJECTED)),
-            sent_back=Count("pk", filter=Q(review_status=ReviewStatus.SENT_BACK)),
-            gold=Count("pk", filter=gold),
-            gold_correct=Count("pk", filter=gold_correct),
-        )
-        .order_by("-count", "username")
-    )
-    annotator_medians = _medians(labels, "annotator")
-    batch_median = _medians(labels).get(None)
-    kappas = _kappas(batch)
-    annotator_levels = _level_patterns(batch, per_annotator=True)
+    annotator_medians, batch_median = _medians(labels)
+    tallies = _tallies(batch)
+    levels = tallies.batch
     floor = settings.ANNOTATION_GOLD_FLOOR
     annotators = []
     for row in per_annotator:
         accuracy = _share(row["gold_correct"], row["gold"])
-        levels = annotator_levels.get(row["annotator"])
+        theirs = tallies.per_annotator.get(row["annotator"])
         annotators.append(
             AnnotatorStatistics(
                 username=row["username"],
@@ -382,33 +391,16 @@ def batch_statistics(batch: Batch) -> BatchStatistics:
                 gold_correct=row["gold_correct"],
                 gold_accuracy=accuracy,
                 below_gold_floor=accuracy is not None and accuracy < floor,
-                kappa=kappas.get(row["annotator"]),
-                alpha=None if levels is None else krippendorff_alpha(levels, "ordinal"),
+                kappa=cohen_kappa(tallies.confusion.get(row["annotator"], np.zeros((2, 2)))),
+                alpha=None if theirs is None else krippendorff_alpha(theirs, "ordinal"),
             )
         )
-    levels = _level_patterns(batch, per_annotator=False).get(
-        None, np.zeros((0, len(SIGNED_LEVELS)))
-    )
 
-    # An item with n labels, k of them choosing side a, has n(n-1)/2 pairs of annotators, of
-    # which k(k-1)/2 + (n-k)(n-k-1)/2 agree (the halves cancel in the share).
-    overlap = (
-        Comparison.objects.filter(batch=batch)
-        .annotate(
-            n=Count("labels", filter=~Q(labels__review_status=ReviewStatus.SENT_BACK)),
-            k=Count(
-                "labels",
-                filter=Q(labels__chosen=Side.A) & ~Q(labels__review_status=ReviewStatus.SENT_BACK),
-            ),
-        )
-        .filter(n__gte=2)
-        .aggregate(
-            items=Count("pk"),
-            pairs=Sum(F("n") * (F("n") - 1)),
-            agreeing=Sum(F("k") * (F("k") - 1) + (F("n") - F("k")) * (F("n") - F("k") - 1)),
-        )
-    )
-    overlap_pairs = (overlap["pairs"] or 0) // 2
+    # Raw agreement from the same tally: an item with n labels, k of them choosing side a, has
+    # n(n-1)/2 pairs of annotators, of which k(k-1)/2 + (n-k)(n-k-1)/2 agree.
+    n, k = levels.sum(axis=1), levels[:, _CHOOSING_A].sum(axis=1)
+    overlap_pairs = int((n * (n - 1)).sum() // 2)
+    agreeing = int((k * (k - 1) + (n - k) * (n - k - 1)).sum() // 2)
 
     per_day = list(
         labels.annotate(day=TruncDate("created_at"))
@@ -448,9 +440,9 @@ def batch_statistics(batch: Batch) -> BatchStatistics:
         median_ms=batch_median,
         left_share=_share(totals["left"], total),
         annotators=annotators,
-        overlap_items=overlap["items"],
+        overlap_items=len(levels),
         overlap_pairs=overlap_pairs,
-        agreement=_share(overlap["agreeing"], overlap["pairs"]),
+        agreement=_share(agreeing, overlap_pairs),
         alpha=krippendorff_alpha(levels, "ordinal"),
         fleiss_kappa=fleiss_kappa(_by_choice(levels)),
         gold_items=comparisons["gold"],

@@ -24,7 +24,7 @@ def test_the_batch_page_shows_the_statistics_and_charts(
     labelled, staff_client, django_assert_max_num_queries
 ):
     url = reverse("admin:annotation_batch_change", args=[labelled.batch.pk])
-    with django_assert_max_num_queries(24):
+    with django_assert_max_num_queries(20):
         response = staff_client.get(url)
     assert response.status_code == 200
     page = response.content.decode()
@@ -58,7 +58,7 @@ def test_the_page_costs_the_same_with_more_labels(
 ):
     add_labels(labelled.comparisons[2], 20)
     url = reverse("admin:annotation_batch_change", args=[labelled.batch.pk])
-    with django_assert_max_num_queries(24):
+    with django_assert_max_num_queries(20):
         response = staff_client.get(url)
     assert len(response.context["stats"]["annotators"]) == 23
 

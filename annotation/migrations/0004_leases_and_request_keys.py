@@ -4,43 +4,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotation', '0003_queue_index'),
+        ("annotation", "0003_queue_index"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='comparison',
-            name='attempts',
+            model_name="comparison",
+            name="attempts",
             field=models.PositiveSmallIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='heartbeat_at',
+            model_name="comparison",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='comparison',
-            name='worker',
+            model_name="comparison",
+            name="worker",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='turn',
-            name='request_fingerprint',
+            model_name="turn",
+            name="request_fingerprint",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AddField(
-            model_name='turn',
-            name='request_key',
+            model_name="turn",
+            name="request_key",
             field=models.CharField(blank=True, max_length=300),
         ),
         migrations.AddIndex(
-            model_name='comparison',
-            index=models.Index(condition=models.Q(('status__in', ['pending', 'generating'])), fields=['status'], name='comparison_active'),
+            model_name="comparison",
+            index=models.Index(
+                condition=models.Q(("status__in", ["pending", "generating"])),
+                fields=["status"],
+                name="comparison_active",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='turn',
-            constraint=models.UniqueConstraint(condition=models.Q(('request_key', ''), _negated=True), fields=('request_key',), name='one_turn_per_key'),
+            model_name="turn",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("request_key", ""), _negated=True),
+                fields=("request_key",),
+                name="one_turn_per_key",
+            ),
         ),
     ]

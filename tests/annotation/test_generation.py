@@ -61,7 +61,9 @@ def test_a_dialogue_continues_from_the_preferred_reply(
 ):
     alice = make_user("alice")
     with django_capture_on_commit_callbacks(execute=True):
-        first = services.start_dialogue(author=alice, prompt="Hello!", guideline="helpfulness").comparison
+        first = services.start_dialogue(
+            author=alice, prompt="Hello!", guideline="helpfulness"
+        ).comparison
     with pytest.raises(services.Conflict, match="label the last turn"):
         services.continue_dialogue(
             author=alice, dialogue_id=first.turn.dialogue_id, prompt="And then?"

@@ -32,7 +32,7 @@ from modelcore.checkpoint import load_checkpoint
 from modelcore.hf_interop import save_hf_model
 from rlhf import hyperparameters as loop_hyperparameters
 from rlhf import services
-from rlhf.models import Iteration, ModelVersion
+from rlhf.models import Iteration, IterationStep, ModelVersion
 from rlhf.simulation import evaluation, report
 from rlhf.simulation.annotators import SimulationError, annotate_week, enlist
 from rlhf.train.data import write_jsonl
@@ -163,8 +163,7 @@ def simulate(config: SimulationConfig, progress: Progress) -> dict[str, Any]:
                 "seconds": {
                     "annotation": round(annotation_seconds, 2),
                     "iteration_steps": {s.name: round(s.seconds, 2) for s in steps},
-                    "evaluation": measured["seconds"],
-                    "export": measured["export_seconds"],
+                    **measured["seconds"],
                 },
             }
         )
@@ -213,8 +212,10 @@ class GoldMeasure:
             **scores,
             "hf_export": str(exported),
             "samples": f"samples/{version.name}.jsonl",
-            "seconds": round(seconds, 2),
-            "export_seconds": round(time.monotonic() - started - seconds, 2),
+            "seconds": {
+                "evaluation": round(seconds, 2),
+                "export": round(time.monotonic() - started - seconds, 2),
+            },
         }
 
 
@@ -248,7 +249,7 @@ def _train(config: SimulationConfig, researcher, batches: list[str], say: Progre
         raise SimulationError(f"cannot start the iteration: {error}{hint}") from None
     say(f"iteration {iteration.pk} ({iteration.algorithm}) queued on the train worker")
     deadline = time.monotonic() + config.timeout
-    shown, shown_at = "", 0.0
+    shown, shown_at, done = "", 0.0, set()
     while iteration.status not in Iteration.FINISHED:
         if time.monotonic() > deadline:
             raise SimulationError(
@@ -257,6 +258,11 @@ def _train(config: SimulationConfig, researcher, batches: list[str], say: Progre
             )
         time.sleep(FOLLOW_SECONDS)
         iteration.refresh_from_db()
+        # Every finished step from its row (a short one may start and end between two reads).
+        for step in iteration.steps.filter(status=IterationStep.Status.SUCCEEDED):
+            if step.name not in done:
+                say(f"iteration {iteration.pk}: {step.name} done in {step.seconds:.1f} s")
+                done.add(step.name)
         line = _progress_line(iteration)
         if line != shown or time.monotonic() - shown_at >= PRINT_SECONDS:
             say(line)

@@ -51,7 +51,8 @@ def test_two_simulated_weeks_publish_a_version_each(
         stdout=out,
     )
     log = out.getvalue()
-    assert "week 1/2: 6/6 labelled" in log and "reward_helpfulness" in log, log
+    assert "week 1/2: 6/6 labelled" in log, log
+    assert "iteration 2: reward_helpfulness done in" in log and "iteration 2 succeeded" in log
 
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert set(report) == {"config", "base", "weeks", "versions", "figures"}
@@ -113,6 +114,7 @@ def test_two_simulated_weeks_publish_a_version_each(
         ({"weeks": 0}, "weeks must be at least 1"),
         ({"algorithm": "sft"}, "unknown algorithm 'sft'"),
         ({"hyperparameters": "{not json"}, "--hyperparameters: not JSON"),
+        ({"hyperparameters": "no-such-file.json"}, "--hyperparameters: cannot read"),
         ({"hyperparameters": '{"ppo": {"kl_beta": "big"}}'}, "hyperparameters: ppo.kl_beta"),
         ({"noise": 1.5}, "noise must be in [0, 1]"),
     ],

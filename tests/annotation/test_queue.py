@@ -238,3 +238,39 @@ def test_an_annotator_holds_one_place_however_many_ask_at_once(batch, make_user)
     assert services.claim_next(rita).pk == claimed[0].pk
     others = [services.claim_next(make_user(f"other{i}")) for i in range(5)]
     assert {c.pk for c in others}.isdisjoint({claimed[0].pk}) and len({c.pk for c in others}) == 5
+
+
+def test_the_queue_rule_is_pinned_for_claims_and_the_count(batch, make_user):
+    """One rule decides what an annotator may claim, and the progress count reads the same:
+    a free place or an expired lock, on a ready item of the open batch, that they hold no
+    place on and did not skip."""
+    from annotation import selectors
+
+    me, other = make_user("me"), make_user("other")
+    free, expired, live, done, mine, skipped, not_ready = queue_items(batch, 7)
+    now = timezone.now()
+    Assignment.objects.filter(comparison=expired).update(
+        status="locked", annotator=other, locked_until=now - timedelta(seconds=1)
+    )
+    Assignment.objects.filter(comparison=live).update(
+        status="locked", annotator=other, locked_until=now + timedelta(hours=1)
+    )
+    Assignment.objects.filter(comparison=done).update(status="done", annotator=other)
+    Assignment.objects.create(comparison=mine, annotator=me, status="done")
+    Skip.objects.create(comparison=skipped, annotator=me, reason="other")
+    Comparison.objects.filter(pk=not_ready.pk).update(status=Comparison.Status.GENERATING)
+
+    held, candidates = selectors.queue_places(me.pk, now)
+    assert held is None
+    assert {comparison for _, comparison in candidates} == {free.pk, expired.pk}
+    assert selectors.queue_length(me.pk, now) == 2
+    assert selectors.progress(me, batch)["queue_open"] == 2
+    # The place `me` holds comes back as held, and is not counted as still to claim.
+    claimed = services.claim_next(me)
+    assert claimed.pk in {free.pk, expired.pk}
+    assert selectors.queue_places(me.pk, timezone.now())[0] == claimed.pk
+    assert selectors.queue_length(me.pk, timezone.now()) == 1
+    # A closed batch has no queue.
+    batch.status = "closed"
+    batch.save()
+    assert selectors.queue_places(me.pk, timezone.now()) == (None, [])

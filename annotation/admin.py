@@ -1,7 +1,7 @@
 """Django admin: batches with their statistics and exports; read-mostly views of the records.
 
-The batch page shows `annotation.stats.batch_statistics` with two inline SVG charts drawn on
-the server (no JavaScript, nothing fetched from elsewhere). Lists annotate their counts in
+The batch page shows `annotation.stats.batch_statistics` as `annotation.batch_figures` presents
+it (tables, and two SVG charts drawn on the server). Lists annotate their counts in
 `get_queryset` and join what they display (`list_select_related`), so a page of rows costs a
 fixed number of queries. Labels, skips, comparisons and assignments are records of what
 happened: the admin shows them and never edits them.
@@ -19,7 +19,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from annotation import export, services
+from annotation import export, formatting, services
+from annotation.admin_filters import GoldFilter, LabelGoldFilter, ReviewedFilter
+from annotation.batch_figures import present
 from annotation.models import (
     Assignment,
     Batch,
@@ -31,162 +33,7 @@ from annotation.models import (
     Skip,
     Turn,
 )
-from annotation.stats import BatchStatistics, Bin, batch_statistics
-
-# --- presenting statistics ----------------------------------------------------------------------
-
-
-def _percent(share: float | None) -> str:
-    return "–" if share is None else f"{100 * share:.1f}%"
-
-
-def _number(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
-
-
-def _seconds(ms: float | None) -> str:
-    return "–" if ms is None else f"{ms / 1000:.1f} s"
-
-
-def strength_chart(bins: list[Bin], width: int = 420, bar: int = 22, gap: int = 8) -> dict:
-    """Horizontal bars, one per strength: the geometry the template draws as SVG."""
-    label_width, count_width = 190, 60
-    room = width - label_width - count_width
-    most = max((b.count for b in bins), default=0) or 1
-    bars = [
-        {
-            "y": i * (bar + gap),
-            "text_y": i * (bar + gap) + bar * 0.7,
-            "width": round(room * b.count / most, 1),
-            "count_x": label_width + round(room * b.count / most, 1) + 6,
-            "label": b.label,
-            "count": b.count,
-            "share": _percent(b.share),
-        }
-        for i, b in enumerate(bins)
-    ]
-    return {
-        "width": width,
-        "height": len(bins) * (bar + gap),
-        "bar": bar,
-        "label_width": label_width,
-        "bars": bars,
-    }
-
-
-def daily_chart(days: list, width: int = 560, height: int = 160) -> dict:
-    """Vertical bars, one per day with labels."""
-    axis, top = 24, 16  # room for the dates below and the counts above
-    slot = width / max(len(days), 1)
-    bar = max(min(slot * 0.7, 48), 2)
-    most = max((count for _, count in days), default=0) or 1
-    plot = height - axis - top
-    columns = []
-    for i, (day, count) in enumerate(days):
-        bar_height = round(plot * count / most, 1)
-        x = i * slot + (slot - bar) / 2
-        columns.append(
-            {
-                "x": round(x, 1),
-                "y": round(top + plot - bar_height, 1),
-                "height": bar_height,
-                "center": round(x + bar / 2, 1),
-                "count_y": round(top + plot - bar_height - 4, 1),
-                "count": count,
-                "day": day.isoformat(),
-                "short": day.strftime("%d %b"),
-            }
-        )
-    return {
-        "width": width,
-        "height": height,
-        "bar": round(bar, 1),
-        "baseline": top + plot,
-        "date_y": height - 6,
-        "columns": columns,
-        "label_every": max(1, len(days) // 10),  # at most about ten dates under the axis
-    }
-
-
-def _win_rate(stats: BatchStatistics) -> str:
-    """The position-corrected win rate, with the raw one and the labels per placement."""
-    win = stats.win_rate
-    return (
-        f"{_percent(win.corrected)} corrected for position "
-        f"(raw {_percent(win.raw)}; shown left in {win.a_left:,} labels, right in {win.a_right:,})"
-    )
-
-
-def present(stats: BatchStatistics) -> dict:
-    """The statistics as the batch page shows them: formatted tables and chart geometry."""
-    summary = [
-        ("Labels", f"{stats.labels:,}"),
-        ("Held-out labels", f"{stats.heldout_labels:,}"),
-        ("Share “negligibly better / unsure”", _percent(stats.unsure_share)),
-        ("Median time per label", _seconds(stats.median_ms)),
-        ("Chose the left response (position bias)", _percent(stats.left_share)),
-        (
-            f"Human win rate of {stats.win_rate.model_a} over {stats.win_rate.model_b}",
-            _win_rate(stats),
-        ),
-        ("Mean tokens per prompt", _number(stats.prompt_tokens_mean)),
-        ("Mean tokens per response", _number(stats.response_tokens_mean)),
-        ("Dialogues", f"{stats.dialogues:,}"),
-        (
-            "Turns per dialogue (mean / max)",
-            f"{_number(stats.turns_per_dialogue_mean, 2)} / {stats.turns_per_dialogue_max or '–'}",
-        ),
-        (
-            "Agreement on overlapping items",
-            f"{_percent(stats.agreement)} of {stats.overlap_pairs:,} annotator pairs "
-            f"on {stats.overlap_items:,} items",
-        ),
-        ("Krippendorff's α (ordinal, signed strength)", _number(stats.alpha, 3)),
-        ("Fleiss' κ (choice)", _number(stats.fleiss_kappa, 3)),
-        ("Gold items", f"{stats.gold_items:,}"),
-        (
-            f"Annotators below the gold floor ({_percent(stats.gold_floor)})",
-            ", ".join(stats.flagged) or "none",
-        ),
-        ("Comparisons", f"{stats.comparisons:,}"),
-        ("Held-out comparisons (test set)", f"{stats.heldout:,}"),
-        ("Ready comparisons", f"{stats.ready:,}"),
-        ("Failed generations", f"{stats.failed:,}"),
-        ("Skips", f"{stats.skips:,}"),
-    ]
-    annotators = [
-        {
-            "username": a.username,
-            "labels": f"{a.labels:,}",
-            "hours": _number(a.hours, 2),
-            "per_hour": _number(a.labels_per_hour),
-            "median": _seconds(a.median_ms),
-            "left": _percent(a.left_share),
-            "kappa": _number(a.kappa, 3),
-            "alpha": _number(a.alpha, 3),
-            "gold": "–"
-            if a.gold_accuracy is None
-            else f"{_percent(a.gold_accuracy)} of {a.gold_labels:,}",
-            "flagged": a.below_gold_floor,
-            "reviews": f"{a.accepted:,} / {a.rejected:,} / {a.sent_back:,}",
-        }
-        for a in stats.annotators
-    ]
-
-    def table(bins):
-        return [(b.label, f"{b.count:,}", _percent(b.share)) for b in bins]
-
-    return {
-        "summary": summary,
-        "strengths": table(stats.per_strength),
-        "safety": table(stats.per_safety),
-        "skips": table(stats.skips_by_reason),
-        "annotators": annotators,
-        "strength_chart": strength_chart(stats.per_strength),
-        "daily_chart": daily_chart(stats.labels_per_day),
-        "labels_per_day": [(d.isoformat(), f"{c:,}") for d, c in stats.labels_per_day],
-    }
-
+from annotation.stats import batch_statistics
 
 # --- batches ------------------------------------------------------------------------------------
 
@@ -320,7 +167,7 @@ class BatchAdmin(admin.ModelAdmin):
 
     @admin.action(description="Close the selected batches", permissions=["change"])
     def close_batches(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
-        closed = services.close_batches(queryset)
+        closed = services.close_batches(batches=queryset)
         self.message_user(request, f"Closed {closed} batch{'es' if closed != 1 else ''}.")
 
     @admin.action(
@@ -442,7 +289,13 @@ class DialogueAdmin(admin.ModelAdmin):
         "turn_count",
         "created_at",
     ]
-    list_filter = ["batch", "source", "guideline", "risky"]
+    list_filter = [
+        "batch",
+        "source",
+        "guideline",
+        "risky",
+        ("author", admin.RelatedOnlyFieldListFilter),
+    ]
     list_select_related = ["batch", "author"]
     search_fields = ["turns__prompt", "author__username"]
     # Tags may be corrected (a prompt that turns out to be adversarial); the rest is history.
@@ -491,21 +344,6 @@ class ResponseInline(admin.TabularInline):
         return super().get_queryset(request).select_related("model_version")
 
 
-class GoldFilter(admin.SimpleListFilter):
-    title = "gold item"
-    parameter_name = "gold"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "gold items"), ("no", "ordinary items")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.exclude(gold_choice="")
-        if self.value() == "no":
-            return queryset.filter(gold_choice="")
-        return queryset
-
-
 @admin.register(Comparison)
 class ComparisonAdmin(admin.ModelAdmin):
     """A comparison is a record, except that an admin may make it a gold item: its expected
@@ -523,7 +361,14 @@ class ComparisonAdmin(admin.ModelAdmin):
         "label_count",
         "created_at",
     ]
-    list_filter = ["batch", "status", "heldout", GoldFilter, "turn__dialogue__guideline"]
+    list_filter = [
+        "batch",
+        "turn__dialogue__guideline",
+        "status",
+        "heldout",
+        GoldFilter,
+        ReviewedFilter,
+    ]
     list_select_related = ["batch", "turn"]
     search_fields = ["turn__prompt"]
     inlines = [ResponseInline]
@@ -589,10 +434,13 @@ class LabelAdmin(ReadOnlyAdmin):
     ]
     list_filter = [
         "comparison__batch",
+        "comparison__turn__dialogue__guideline",
         "strength",
         "safety",
-        "review_status",
         ("annotator", admin.RelatedOnlyFieldListFilter),
+        "review_status",
+        "comparison__heldout",
+        LabelGoldFilter,
     ]
     list_select_related = ["comparison__batch", "annotator"]
     search_fields = ["annotator__username", "rationale"]
@@ -616,13 +464,18 @@ class LabelAdmin(ReadOnlyAdmin):
 
     @admin.display(description="time", ordering="time_spent_ms")
     def seconds(self, label: Label) -> str:
-        return _seconds(label.time_spent_ms)
+        return formatting.seconds(label.time_spent_ms)
 
 
 @admin.register(Skip)
 class SkipAdmin(ReadOnlyAdmin):
     list_display = ["id", "comparison_link", "batch", "annotator", "reason", "note", "created_at"]
-    list_filter = ["comparison__batch", "reason", ("annotator", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        "comparison__batch",
+        "comparison__turn__dialogue__guideline",
+        "reason",
+        ("annotator", admin.RelatedOnlyFieldListFilter),
+    ]
     list_select_related = ["comparison__batch", "annotator"]
     search_fields = ["annotator__username", "note"]
 
@@ -646,7 +499,11 @@ class AssignmentAdmin(ReadOnlyAdmin):
         "locked_until",
         "updated_at",
     ]
-    list_filter = ["comparison__batch", "status"]
+    list_filter = [
+        "comparison__batch",
+        "status",
+        ("annotator", admin.RelatedOnlyFieldListFilter),
+    ]
     list_select_related = ["comparison__batch", "annotator"]
     search_fields = ["annotator__username"]
 
@@ -671,7 +528,13 @@ class ReviewAdmin(ReadOnlyAdmin):
         "note",
         "created_at",
     ]
-    list_filter = ["outcome", "reason", "label__comparison__batch"]
+    list_filter = [
+        "label__comparison__batch",
+        "outcome",
+        "reason",
+        ("label__annotator", admin.RelatedOnlyFieldListFilter),
+        ("reviewer", admin.RelatedOnlyFieldListFilter),
+    ]
     list_select_related = ["label__annotator", "reviewer"]
     search_fields = ["label__annotator__username", "reviewer__username", "note"]
 

@@ -141,20 +141,22 @@ class ComparisonDetail(AnnotatorView):
 class ComparisonLabel(AnnotatorView):
     def post(self, request, comparison_id: int):
         data = services.LabelInput(**self.valid(LabelInput))
-        label = services.submit_label(request.user, comparison_id, data)
+        label = services.submit_label(
+            annotator=request.user, comparison_id=comparison_id, data=data
+        )
         return Response({"label": label.pk}, status=status.HTTP_201_CREATED)
 
 
 class ComparisonSkip(AnnotatorView):
     def post(self, request, comparison_id: int):
         data = self.valid(SkipInput)
-        services.skip(request.user, comparison_id, **data)
+        services.skip(annotator=request.user, comparison_id=comparison_id, **data)
         return Response({"skipped": comparison_id}, status=status.HTTP_201_CREATED)
 
 
 class QueueNext(AnnotatorView):
     def post(self, request):
-        comparison = services.claim_next(request.user)
+        comparison = services.claim_next(annotator=request.user)
         if comparison is None:
             raise services.NotFound("the queue is empty for you")
         # A place claim_next hands out is locked, not done: it has no label yet.

@@ -85,7 +85,9 @@ class LabelsToReview(ReviewerView):
 
     def get(self, request):
         query = self.valid(ReviewQuery, request.query_params)
-        labels = reviews.to_review(request.user, batch=query["batch"], status=query["status"])
+        labels = reviews.to_review(
+            reviewer=request.user, batch=query["batch"], status=query["status"]
+        )
         return Response({"results": [label_json(label) for label in labels]})
 
 
@@ -94,5 +96,5 @@ class LabelReview(ReviewerView):
 
     def post(self, request, label_id: int):
         data = reviews.ReviewInput(**self.valid(ReviewInput, request.data))
-        review = reviews.review_label(request.user, label_id, data)
+        review = reviews.review_label(reviewer=request.user, label_id=label_id, data=data)
         return Response(review_json(review), status=status.HTTP_201_CREATED)

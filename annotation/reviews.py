@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
@@ -32,7 +33,7 @@ from annotation.models import (
     ReviewStatus,
     Turn,
 )
-from annotation.services import AnnotationError, Conflict, NotFound
+from annotation.services import AnnotationError, Conflict, NotFound, check_text
 
 OUTCOMES = [value for value in ReviewStatus.values if value != ReviewStatus.UNREVIEWED]
 MAX_NOTE_CHARS = 500
@@ -57,7 +58,7 @@ class ReviewInput:
             raise AnnotationError(f"the note is over {MAX_NOTE_CHARS} characters")
 
 
-def review_label(reviewer, label_id: int, data: ReviewInput) -> Review:
+def review_label(*, reviewer: AbstractBaseUser, label_id: int, data: ReviewInput) -> Review:
     """Record `reviewer`'s judgement of a label and make it the label's status (rules above).
 
     The label row is locked first, so two reviews of one label are applied one after the other
@@ -66,7 +67,7 @@ def review_label(reviewer, label_id: int, data: ReviewInput) -> Review:
     with transaction.atomic():
         label = (
             Label.objects.select_for_update(of=("self",))
-            .select_related("comparison__batch")
+            .select_related("comparison__batch__model_a", "comparison__batch__model_b")
             .filter(pk=label_id)
             .first()
         )
@@ -76,6 +77,8 @@ def review_label(reviewer, label_id: int, data: ReviewInput) -> Review:
             raise Conflict("you cannot review your own label")
         if label.review_status == ReviewStatus.SENT_BACK:
             raise Conflict("this label was sent back to its annotator: review the one replacing it")
+        if data.note:  # it goes into the raw export: the rule for every text that enters one
+            check_text(batch=label.comparison.batch, field="the note", text=data.note)
         if data.outcome == ReviewStatus.SENT_BACK:
             _send_back(label)
         review = Review.objects.create(
@@ -110,8 +113,8 @@ REVIEW_PAGE = 20
 
 
 def to_review(
-    reviewer,
     *,
+    reviewer: AbstractBaseUser,
     batch: Batch | None = None,
     status: str = ReviewStatus.UNREVIEWED,
     limit: int = REVIEW_PAGE,
@@ -153,7 +156,7 @@ def _load_context(labels: list[Label]) -> None:
         ]
 
 
-def sent_back(annotator) -> QuerySet[Label]:
+def sent_back(*, annotator: AbstractBaseUser) -> QuerySet[Label]:
     """The annotator's labels sent back to them that they have not labelled again yet (in open
     batches: only there can they), each with the latest review's reason and note."""
     latest = Review.objects.filter(label=OuterRef("pk")).order_by("-created_at", "-pk")

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -79,12 +80,12 @@ class DuplicateLabel(Conflict):
 CHAT_MARKERS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 
 
-def check_text(batch: Batch, field: str, text: str) -> None:
+def check_text(*, batch: Batch, field: str, text: str) -> None:
     """The one rule for text a person or a file puts into a dialogue or an export (prompts,
-    edited responses, rationales, skip notes, imported rows): AnnotationError naming `field` if
-    it holds a character no database stores, or a special token of the batch's models'
-    tokenizers, which a model would read as the token itself (text could end a turn or forge
-    another role's message)."""
+    edited responses, rationales, skip notes, review notes, imported rows): AnnotationError
+    naming `field` if it holds a character no database stores, or a special token of the
+    batch's models' tokenizers, which a model would read as the token itself (text could end a
+    turn or forge another role's message)."""
     if problem := unstorable(text):
         raise AnnotationError(f"{field} holds {problem}")
     for token in _reserved_tokens(batch):
@@ -113,7 +114,7 @@ def _check_texts_of(comparison_id: int, texts: dict[str, str]) -> None:
     if batch is None:
         raise NotFound(f"no comparison {comparison_id}")
     for field, text in texts.items():
-        check_text(batch, field, text)
+        check_text(batch=batch, field=field, text=text)
 
 
 def open_batch() -> Batch:
@@ -123,7 +124,7 @@ def open_batch() -> Batch:
     return batch
 
 
-def close_batches(batches: QuerySet[Batch]) -> int:
+def close_batches(*, batches: QuerySet[Batch]) -> int:
     """Close the open ones among `batches`: no new prompts or labels; returns how many."""
     return batches.filter(status=Batch.Status.OPEN).update(
         status=Batch.Status.CLOSED, closed_at=timezone.now()
@@ -132,7 +133,7 @@ def close_batches(batches: QuerySet[Batch]) -> int:
 
 def close_batch(*, batch: Batch) -> Batch:
     """Close one batch early (an admin's or a researcher's call); a closed one is a conflict."""
-    if not close_batches(Batch.objects.filter(pk=batch.pk)):
+    if not close_batches(batches=Batch.objects.filter(pk=batch.pk)):
         raise Conflict(f"{batch.name} is already closed")
     batch.refresh_from_db()
     return batch
@@ -161,7 +162,7 @@ def open_next_batch(*, name: str | None = None) -> Batch:
                 n for n in (name, *(f"{name}-{i}" for i in range(2, 100))) if n not in taken
             )
         newest, previous = policies[0], policies[-1]
-        close_batches(Batch.objects.all())
+        close_batches(batches=Batch.objects.all())
         return Batch.objects.create(
             name=name,
             model_a=newest,
@@ -183,7 +184,12 @@ class Written(NamedTuple):
 
 
 def start_dialogue(
-    *, author, prompt: str, guideline: str, risky: bool = False, request_key: str = ""
+    *,
+    author: AbstractBaseUser,
+    prompt: str,
+    guideline: str,
+    risky: bool = False,
+    request_key: str = "",
 ) -> Written:
     """A new dialogue whose first prompt is `prompt`; its two responses are queued for sampling."""
     if guideline not in Guideline.values:
@@ -201,7 +207,9 @@ def start_dialogue(
     return _write_once(author, request_key, request, write)
 
 
-def continue_dialogue(*, author, dialogue_id: int, prompt: str, request_key: str = "") -> Written:
+def continue_dialogue(
+    *, author: AbstractBaseUser, dialogue_id: int, prompt: str, request_key: str = ""
+) -> Written:
     """The next turn of the author's dialogue, after the chosen reply to the last one."""
 
     def write(key: tuple[str, str]) -> Comparison:
@@ -251,7 +259,7 @@ def _written_with(key: str, fingerprint: str) -> Written | None:
     return Written(turn.comparison, created=False)
 
 
-def import_prompts(batch: Batch, rows: Iterable[dict]) -> list[Comparison]:
+def import_prompts(*, batch: Batch, rows: Iterable[dict]) -> list[Comparison]:
     """Queue mode: imported prompts, each compared by `batch.overlap` annotators. A row is
     {"prompt": str, "guideline": "helpfulness"|"safety", "risky": bool (optional)}; all rows are
     checked before any is stored."""
@@ -300,7 +308,7 @@ def _add_turn(
     limit = settings.ANNOTATION_MAX_PROMPT_CHARS
     if len(prompt) > limit:
         raise AnnotationError(f"the prompt is {len(prompt)} characters long; the limit is {limit}")
-    check_text(batch, "the prompt", prompt)
+    check_text(batch=batch, field="the prompt", text=prompt)
     chat = chat_format(batch.model_a)
     messages = [
         message
@@ -366,7 +374,7 @@ def _draw_heldout(batch: Batch) -> bool:
 # --- the queue ----------------------------------------------------------------------------------
 
 
-def claim_next(annotator) -> Comparison | None:
+def claim_next(*, annotator: AbstractBaseUser) -> Comparison | None:
     """The next queued comparison for `annotator`, locked to them, or None when there is none.
 
     An annotator holds at most one live place: the one they hold comes back (a reloaded page,
@@ -468,7 +476,7 @@ class LabelInput:
             raise AnnotationError(f"the rationale is over {MAX_RATIONALE_CHARS} characters")
 
 
-def submit_label(annotator, comparison_id: int, data: LabelInput) -> Label:
+def submit_label(*, annotator: AbstractBaseUser, comparison_id: int, data: LabelInput) -> Label:
     """Store `annotator`'s label of a comparison they hold, exactly once.
 
     The assignment row is locked first (FOR UPDATE, one query that also reads the comparison),
@@ -586,7 +594,7 @@ def _store_label(annotator, comparison_id: int, data: LabelInput) -> Label:
     return label
 
 
-def skip(annotator, comparison_id: int, *, reason: str, note: str = "") -> Skip:
+def skip(*, annotator: AbstractBaseUser, comparison_id: int, reason: str, note: str = "") -> Skip:
     """Give an item back with a reason; it will not be offered to this annotator again."""
     if reason not in Skip.Reason.values:
         raise AnnotationError(f"'reason' must be one of {', '.join(Skip.Reason.values)}")
@@ -625,7 +633,9 @@ def skip(annotator, comparison_id: int, *, reason: str, note: str = "") -> Skip:
 # --- importing a preference dataset -------------------------------------------------------------
 
 
-def import_comparisons(*, batch: Batch, rows: Iterable[dict], annotator) -> list[Label]:
+def import_comparisons(
+    *, batch: Batch, rows: Iterable[dict], annotator: AbstractBaseUser
+) -> list[Label]:
     """An existing preference dataset as labelled comparisons of `batch`: each row, in the
     training JSONL form the export writes (prompt, chosen, rejected, strength, safety,
     guideline; risky, edited and an empty context optional), becomes an imported dialogue of one
@@ -725,5 +735,7 @@ def _imported_row(chat, batch: Batch, number: int, row: object) -> tuple[Trainin
             f"is {limit}"
         )
     for name in ("prompt", "chosen", "rejected", "edited"):
-        check_text(batch, f"row {number}: field {name!r}", getattr(parsed, name) or "")
+        check_text(
+            batch=batch, field=f"row {number}: field {name!r}", text=getattr(parsed, name) or ""
+        )
     return parsed, len(chat.encode_prompt([Message("user", parsed.prompt)]))

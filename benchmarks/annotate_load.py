@@ -257,8 +257,8 @@ def seed(args: argparse.Namespace, items: int) -> list[Annotator]:
     text = "A response of a few words, as the model would write it."
     with mock.patch.object(tasks.generate_comparison, "delay"), transaction.atomic():
         imported = services.import_prompts(
-            batch,
-            [
+            batch=batch,
+            rows=[
                 {
                     "prompt": f"Question {i}: how would you explain this to a child?",
                     "guideline": "helpfulness" if i % 5 else "safety",

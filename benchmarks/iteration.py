@@ -129,7 +129,7 @@ def labelled_week(rows: list[dict[str, Any]]):
     # comparisons (and a small --rows still holds some out, which evaluation needs).
     random.seed(0)
     import_comparisons(batch=batch, rows=rows, annotator=annotator)
-    close_batches(Batch.objects.filter(pk=batch.pk))
+    close_batches(batches=Batch.objects.filter(pk=batch.pk))
     heldout = Comparison.objects.filter(batch=batch, heldout=True).count()
     return batch, researcher, heldout
 

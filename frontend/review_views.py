@@ -52,7 +52,7 @@ def _review_page(
 ) -> HttpResponse:
     """The page of labels to review; `failed`: a label's form sent back with its errors."""
     batch = Batch.objects.filter(name=request.GET.get("batch", "")).first()
-    labels = reviews.to_review(request.user, batch=batch)
+    labels = reviews.to_review(reviewer=request.user, batch=batch)
     for label in labels:
         # Each label's form has its own ids: a page holds many.
         own = ReviewForm(auto_id=f"label-{label.pk}-%s")
@@ -71,7 +71,11 @@ def review_label(request: HttpRequest, label_id: int) -> HttpResponse:
     form = ReviewForm(request.POST, auto_id=f"label-{label_id}-%s")
     if form.is_valid():
         try:
-            reviews.review_label(request.user, label_id, reviews.ReviewInput(**form.cleaned_data))
+            reviews.review_label(
+                reviewer=request.user,
+                label_id=label_id,
+                data=reviews.ReviewInput(**form.cleaned_data),
+            )
         except AnnotationError as error:
             form.add_error(None, str(error))
             return _review_page(request, failed=(label_id, form), status=error.status)
@@ -82,7 +86,7 @@ def review_label(request: HttpRequest, label_id: int) -> HttpResponse:
 
 @annotator_required
 def sent_back(request: HttpRequest) -> HttpResponse:
-    labels = list(reviews.sent_back(request.user))
+    labels = list(reviews.sent_back(annotator=request.user))
     for label in labels:
         label.reason_text = Review.Reason(label.review_reason).label
     return render(request, "frontend/sent_back.html", {"labels": labels})

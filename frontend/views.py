@@ -139,7 +139,7 @@ def queue_next(request: HttpRequest) -> HttpResponse:
 def _next_in_queue(request: HttpRequest) -> HttpResponse:
     """Queue mode: the item this annotator holds, or the next free one."""
     try:
-        comparison = services.claim_next(request.user)
+        comparison = services.claim_next(annotator=request.user)
     except services.AnnotationError as error:
         messages.error(request, str(error))
         return redirect("frontend:home")

@@ -63,9 +63,9 @@ class SimulatedAnnotator:
             edit_rate=self.edit_rate,
         )
         submit_label(
-            self.user,
-            comparison.pk,
-            LabelInput(
+            annotator=self.user,
+            comparison_id=comparison.pk,
+            data=LabelInput(
                 chosen=decision.chosen,
                 strength=decision.strength,
                 safety=decision.safety,

@@ -26,6 +26,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.django_fixtures import register
+
 DAY_1 = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)
 DAY_2 = datetime(2026, 11, 24, 16, 0, tzinfo=UTC)
 
@@ -37,15 +39,13 @@ def quick_passwords(settings):
 
 
 @pytest.fixture
-def versions(db):
-    from rlhf.models import ModelVersion
-
-    def published(name):
-        return ModelVersion.objects.create(
-            name=name, artifact_path=f"models/{name}", sha256="0" * 64, status="published"
-        )
-
-    return published("policy-new"), published("policy-old")
+def versions(db, tiny_model_dir, artifacts_root):
+    # Real checkpoints (the tiny model under two names): a review note is checked against the
+    # batch's models' special tokens, so their tokenizers must load.
+    return (
+        register(tiny_model_dir, artifacts_root, "policy-new"),
+        register(tiny_model_dir, artifacts_root, "policy-old"),
+    )
 
 
 @pytest.fixture

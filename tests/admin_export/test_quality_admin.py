@@ -48,7 +48,11 @@ def test_an_admin_makes_a_comparison_a_gold_item(labelled, staff_client):
 
 def test_the_batch_page_shows_the_quality_figures(labelled, staff_client, make_user):
     Comparison.objects.filter(pk=labelled.comparisons[0].pk).update(gold_choice="a")
-    review_label(make_user("rita", "reviewer"), labelled.labels.bob_c3.pk, ReviewInput("accepted"))
+    review_label(
+        reviewer=make_user("rita", "reviewer"),
+        label_id=labelled.labels.bob_c3.pk,
+        data=ReviewInput("accepted"),
+    )
     page = staff_client.get(reverse("admin:annotation_batch_change", args=[labelled.batch.pk]))
     summary = dict(page.context["stats"]["summary"])
     assert summary["Krippendorff's α (ordinal, signed strength)"] == "-0.520"
@@ -74,9 +78,9 @@ def test_the_batch_page_shows_the_quality_figures(labelled, staff_client, make_u
 
 def test_reviews_are_listed_and_never_edited(labelled, staff_client, make_user):
     review = review_label(
-        make_user("rita", "reviewer"),
-        labelled.labels.bob_c3.pk,
-        ReviewInput("rejected", "careless", "3 s"),
+        reviewer=make_user("rita", "reviewer"),
+        label_id=labelled.labels.bob_c3.pk,
+        data=ReviewInput("rejected", "careless", "3 s"),
     )
     listing = staff_client.get(reverse("admin:annotation_review_changelist"))
     assert listing.status_code == 200

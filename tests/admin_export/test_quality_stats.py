@@ -88,9 +88,15 @@ def test_the_win_rate_is_averaged_over_the_two_placements(labelled):
 
 def test_review_outcomes_per_annotator_and_a_label_sent_back(labelled, make_user):
     rita = make_user("rita", "reviewer")
-    review_label(rita, labelled.labels.alice_c1.pk, ReviewInput("accepted"))
-    review_label(rita, labelled.labels.bob_c1.pk, ReviewInput("rejected", "careless"))
-    review_label(rita, labelled.labels.carol_c3.pk, ReviewInput("sent_back", "wrong_choice"))
+    review_label(reviewer=rita, label_id=labelled.labels.alice_c1.pk, data=ReviewInput("accepted"))
+    review_label(
+        reviewer=rita, label_id=labelled.labels.bob_c1.pk, data=ReviewInput("rejected", "careless")
+    )
+    review_label(
+        reviewer=rita,
+        label_id=labelled.labels.carol_c3.pk,
+        data=ReviewInput("sent_back", "wrong_choice"),
+    )
     stats = batch_statistics(labelled.batch)
     annotators = by_name(stats)
     assert [(a.accepted, a.rejected, a.sent_back) for a in annotators.values()] == [

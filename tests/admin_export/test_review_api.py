@@ -92,6 +92,26 @@ def test_a_malformed_review_is_400_naming_the_field(labelled, client_for, body, 
     assert not Review.objects.exists()
 
 
+@pytest.mark.parametrize("token", ["<|im_start|>", "<|endoftext|>"])
+def test_a_review_note_with_a_special_token_is_400_and_nothing_is_stored(
+    labelled, client_for, token
+):
+    """The note goes into the raw export, so it passes the rule every such text passes."""
+    label = labelled.labels.bob_c3
+    response = client_for("rita", "reviewer").post(
+        f"{API}/labels/{label.pk}/review/",
+        {"outcome": "sent_back", "reason": "other", "note": f"fine{token}system"},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["detail"] == (
+        f"the note contains {token!r}, which the model reserves for its chat format"
+    )
+    assert not Review.objects.exists()
+    label.refresh_from_db()
+    assert label.review_status == "unreviewed"
+
+
 def test_a_reject_without_a_reason_is_400_and_an_unknown_label_404(labelled, client_for):
     client = client_for("rita", "reviewer")
     label = labelled.labels.bob_c3
@@ -150,9 +170,9 @@ def test_the_annotator_finds_what_was_sent_back_to_them(labelled, client, make_u
     from annotation.reviews import ReviewInput, review_label
 
     review_label(
-        make_user("rita", "reviewer"),
-        labelled.labels.carol_c3.pk,
-        ReviewInput("sent_back", "wrong_safety", "both are safe"),
+        reviewer=make_user("rita", "reviewer"),
+        label_id=labelled.labels.carol_c3.pk,
+        data=ReviewInput("sent_back", "wrong_safety", "both are safe"),
     )
     client.force_login(labelled.users.carol)
     page = client.get(reverse("frontend:sent-back")).content.decode()

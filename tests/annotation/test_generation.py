@@ -69,9 +69,9 @@ def test_a_dialogue_continues_from_the_preferred_reply(
             author=alice, dialogue_id=first.turn.dialogue_id, prompt="And then?"
         )
     services.submit_label(
-        alice,
-        first.pk,
-        services.LabelInput("left", "better", "both_safe", 900, edited_response="Hi there."),
+        annotator=alice,
+        comparison_id=first.pk,
+        data=services.LabelInput("left", "better", "both_safe", 900, edited_response="Hi there."),
     )
     with django_capture_on_commit_callbacks(execute=True):
         second = services.continue_dialogue(
@@ -111,8 +111,8 @@ def test_a_model_that_cannot_load_fails_the_comparison_visibly(
     assert "model.safetensors" in comparison.error
     with pytest.raises(services.Conflict, match="not ready"):
         services.submit_label(
-            comparison.turn.dialogue.author,
-            comparison.pk,
-            services.LabelInput("left", "better", "both_safe", 1),
+            annotator=comparison.turn.dialogue.author,
+            comparison_id=comparison.pk,
+            data=services.LabelInput("left", "better", "both_safe", 1),
         )
     assert Response.objects.filter(comparison=comparison, side="b", finish_reason="").exists()

@@ -109,7 +109,8 @@ def test_imported_rows_refuse_special_tokens_in_every_text(batch, make_user, fie
         if field == "prompt":
             with pytest.raises(services.AnnotationError, match=r"^row 2: the prompt contains"):
                 services.import_prompts(
-                    batch, [{"prompt": "ok", "guideline": "safety"}, {**row, field: f"x{token}"}]
+                    batch=batch,
+                    rows=[{"prompt": "ok", "guideline": "safety"}, {**row, field: f"x{token}"}],
                 )
         assert not Dialogue.objects.exists() and not Label.objects.exists()
 
@@ -127,5 +128,5 @@ def test_imported_rows_refuse_unstorable_text(batch, make_user, text):
     with pytest.raises(services.AnnotationError, match=r"^row 1: holds a"):
         services.import_comparisons(batch=batch, rows=[row], annotator=make_user("imp"))
     with pytest.raises(services.AnnotationError, match=r"^row 1: holds a"):
-        services.import_prompts(batch, [{"prompt": text, "guideline": "safety"}])
+        services.import_prompts(batch=batch, rows=[{"prompt": text, "guideline": "safety"}])
     assert not Dialogue.objects.exists()

@@ -208,9 +208,9 @@ def test_continuing_a_dialogue_needs_the_last_turn_labelled_and_a_prompt(
     assert "label the last turn before continuing" in early.content.decode()
 
     services.submit_label(
-        annotator,
-        item.pk,
-        services.LabelInput(
+        annotator=annotator,
+        comparison_id=item.pk,
+        data=services.LabelInput(
             chosen="right", strength="better", safety="both_safe", time_spent_ms=1000
         ),
     )

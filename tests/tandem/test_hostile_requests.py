@@ -38,7 +38,9 @@ ENDPOINTS = [
 @pytest.fixture
 def held(batch):
     """A ready queue item; the annotator claims it in `annotator_client`."""
-    [comparison] = services.import_prompts(batch, [{"prompt": "Why?", "guideline": "safety"}])
+    [comparison] = services.import_prompts(
+        batch=batch, rows=[{"prompt": "Why?", "guideline": "safety"}]
+    )
     Response.objects.filter(comparison=comparison).update(
         text="Because.", num_tokens=2, finish_reason="stop"
     )
@@ -55,7 +57,7 @@ def annotator(make_user):
 def annotator_client(annotator, held) -> Client:
     client = Client()
     client.force_login(annotator)
-    assert services.claim_next(annotator).pk == held.pk
+    assert services.claim_next(annotator=annotator).pk == held.pk
     return client
 
 

@@ -26,7 +26,7 @@ class Command(BaseCommand):
         if target is None:
             raise CommandError(f"no batch named {batch!r}" if batch else "no batch is open")
         try:
-            comparisons = import_prompts(target, rows)
+            comparisons = import_prompts(batch=target, rows=rows)
         except AnnotationError as error:
             raise CommandError(f"{path}: {error}; nothing was imported") from None
         self.stdout.write(

@@ -51,10 +51,14 @@ def test_two_simulated_weeks_publish_a_version_each(
         stdout=out,
     )
     log = out.getvalue()
-    assert "week 1/2: 6/6 labelled" in log, log
-    assert "iteration 2: reward_helpfulness done in" in log and "iteration 2 succeeded" in log
-
     report = json.loads((tmp_path / "report" / "report.json").read_text())
+    # Progress was shown, for the annotation and for each iteration's steps (ids are the
+    # database's: earlier tests of the run created iterations too).
+    assert "week 1/2: 6/6 labelled" in log, log
+    second = report["weeks"][1]["iteration"]
+    assert f"iteration {second}: reward_helpfulness done in" in log, log
+    assert f"iteration {second} succeeded" in log, log
+
     assert set(report) == {"config", "base", "weeks", "versions", "figures"}
     assert report["base"] == "tiny" and report["config"]["hyperparameters"]["reward"]["seed"] == 3
     weeks = report["weeks"]

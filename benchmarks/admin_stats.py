@@ -24,26 +24,22 @@ slowest page, and `under_budget` / `queries_constant`. Progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
 import secrets
-import shutil
-import signal
 import sys
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.annotate_load import admin_sql, database_url, log  # noqa: E402
+from benchmarks.annotate_load import database_url, log, throwaway_database  # noqa: E402
 
 BUDGET_S = 1.0
 CHUNK = 2000
@@ -289,20 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="tandem-admin-stats-"))
     (home / "static").mkdir()  # the static root whitenoise looks for (nothing is served)
     os.environ.update(environment(args, home))
-    created = False
-
-    def terminate(signum, frame):  # SIGTERM cleans up like Ctrl-C
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        log(f"database {args.database_name} on {urlsplit(args.database_url).netloc}")
-        admin_sql(
-            args.database_url,
-            f'DROP DATABASE IF EXISTS "{args.database_name}" WITH (FORCE)',
-            f'CREATE DATABASE "{args.database_name}"',
-        )
-        created = True
+    with throwaway_database(args, home):
         import django
 
         django.setup()
@@ -337,24 +320,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "load": [round(x, 2) for x in os.getloadavg()],
         }
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if "django" in sys.modules:
-            with contextlib.suppress(Exception):
-                from django.db import connections
-
-                connections.close_all()
-        if created and not args.keep:
-            try:
-                admin_sql(
-                    args.database_url,
-                    f'DROP DATABASE IF EXISTS "{args.database_name}" WITH (FORCE)',
-                )
-            except Exception as error:
-                log(f"could not drop {args.database_name}: {error}")
-        elif created:
-            log(f"kept database {database_url(args.database_url, args.database_name)}")
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

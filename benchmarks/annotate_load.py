@@ -66,6 +66,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,46 @@ def admin_sql(admin_url: str, *statements: str) -> None:
     ) as connection:
         for statement in statements:
             connection.execute(statement)
+
+
+@contextlib.contextmanager
+def throwaway_database(args: argparse.Namespace, home: Path) -> Iterator[None]:
+    """The benchmark's own database, `args.database_name` on the server of `args.database_url`
+    (dropped first if a run before left it), dropped again at the end unless `--keep`, and the
+    temporary `home` removed; a SIGTERM cleans up as Ctrl-C does."""
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    created = False
+    try:
+        log(f"database {args.database_name} on {urlsplit(args.database_url).netloc}")
+        admin_sql(
+            args.database_url,
+            f'DROP DATABASE IF EXISTS "{args.database_name}" WITH (FORCE)',
+            f'CREATE DATABASE "{args.database_name}"',
+        )
+        created = True
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if "django" in sys.modules:
+            with contextlib.suppress(Exception):
+                from django.db import connections
+
+                connections.close_all()
+        if created and not args.keep:
+            try:
+                admin_sql(
+                    args.database_url,
+                    f'DROP DATABASE IF EXISTS "{args.database_name}" WITH (FORCE)',
+                )
+            except Exception as error:
+                log(f"could not drop {args.database_name}: {error}")
+        elif created:
+            log(f"kept database {database_url(args.database_url, args.database_name)}")
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def server_environment(args: argparse.Namespace, home: Path) -> dict[str, str]:
@@ -682,105 +723,76 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = server_environment(args, home)
     os.environ.update(env)
     gunicorn: subprocess.Popen | None = None
-    created = False
     stop = threading.Event()
+    with throwaway_database(args, home):
+        try:
+            items = items_needed(args)
+            annotators = seed(args, items)
+            from django.db import connections
 
-    def terminate(signum, frame):  # SIGTERM cleans up like Ctrl-C
-        raise KeyboardInterrupt
+            connections.close_all()
 
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        log(f"database {args.database_name} on {urlsplit(args.database_url).netloc}")
-        admin_sql(
-            args.database_url,
-            f'DROP DATABASE IF EXISTS "{args.database_name}" WITH (FORCE)',
-            f'CREATE DATABASE "{args.database_name}"',
-        )
-        created = True
-        items = items_needed(args)
-        annotators = seed(args, items)
-        from django.db import connections
-
-        connections.close_all()
-
-        port = free_port()
-        gunicorn = start_gunicorn(args, env, home, port)
-        wait_ready(gunicorn, port, home)
-        log(
-            f"load: {args.concurrency} annotators, {args.duration:g} s, think {args.think:g} s, "
-            f"{args.double_share:.0%} double submits"
-        )
-        load_before = os.getloadavg()
-        server_cpu = server_cpu_seconds(gunicorn.pid)
-        client_cpu = time.process_time()
-        started = time.monotonic()
-        results = run_load(annotators, port, args, stop)
-        wall = time.monotonic() - started
-        server_cpu = server_cpu_seconds(gunicorn.pid) - server_cpu
-        client_cpu = time.process_time() - client_cpu
-        load_after = os.getloadavg()
-        stop_gunicorn(gunicorn)
-        checks = check_database(results)
-        requests = len(results.fetch_ms) + len(results.submit_ms)
-        errors = sum(results.errors.values())
-        if results.queue_empty:
-            log(f"warning: the queue ran dry {results.queue_empty} times (raise --items)")
-        return {
-            "benchmark": "annotate_load",
-            "concurrency": args.concurrency,
-            "p50_ms": percentile(results.submit_ms, 50),
-            "p99_ms": percentile(results.submit_ms, 99),
-            "errors": errors,
-            "lost": checks["lost"],
-            "duplicated": checks["duplicated"],
-            "labels": len(results.acknowledged),
-            "submits": len(results.submit_ms),
-            "max_ms": round(max(results.submit_ms), 1) if results.submit_ms else None,
-            "fetch_p50_ms": percentile(results.fetch_ms, 50),
-            "fetch_p99_ms": percentile(results.fetch_ms, 99),
-            "fetches": len(results.fetch_ms),
-            "double_submits": results.double_submits,
-            "error_kinds": dict(results.errors),
-            "queue_empty": results.queue_empty,
-            "shared": checks["shared"],
-            "served_twice": checks["served_twice"],
-            "unacknowledged": checks["unacknowledged"],
-            "acknowledged_twice": checks["acknowledged_twice"],
-            "labels_per_s": round(len(results.acknowledged) / wall, 1),
-            "requests_per_s": round(requests / wall, 1),
-            "think_s": args.think,
-            "duration_s": round(wall, 1),
-            "gunicorn_workers": args.workers,
-            "worker_class": args.worker_class,
-            "threads": args.threads if args.worker_class == "gthread" else 1,
-            "server_cpu_ms_per_request": round(server_cpu * 1000 / max(requests, 1), 2),
-            "client_cpu_s": round(client_cpu, 1),
-            "cpus": os.cpu_count(),
-            "load_before": [round(x, 2) for x in load_before],
-            "load_after": [round(x, 2) for x in load_after],
-            "items": items,
-        }
-    finally:
-        stop.set()
-        signal.signal(signal.SIGTERM, previous)
-        if gunicorn is not None:
+            port = free_port()
+            gunicorn = start_gunicorn(args, env, home, port)
+            wait_ready(gunicorn, port, home)
+            log(
+                f"load: {args.concurrency} annotators, {args.duration:g} s, think {args.think:g} s, "
+                f"{args.double_share:.0%} double submits"
+            )
+            load_before = os.getloadavg()
+            server_cpu = server_cpu_seconds(gunicorn.pid)
+            client_cpu = time.process_time()
+            started = time.monotonic()
+            results = run_load(annotators, port, args, stop)
+            wall = time.monotonic() - started
+            server_cpu = server_cpu_seconds(gunicorn.pid) - server_cpu
+            client_cpu = time.process_time() - client_cpu
+            load_after = os.getloadavg()
             stop_gunicorn(gunicorn)
-        if "django" in sys.modules:
-            with contextlib.suppress(Exception):
-                from django.db import connections
-
-                connections.close_all()
-        if created and not args.keep:
-            try:
-                admin_sql(
-                    args.database_url,
-                    f'DROP DATABASE IF EXISTS "{args.database_name}" WITH (FORCE)',
-                )
-            except Exception as error:
-                log(f"could not drop {args.database_name}: {error}")
-        elif created:
-            log(f"kept database {database_url(args.database_url, args.database_name)}")
-        shutil.rmtree(home, ignore_errors=True)
+            checks = check_database(results)
+            requests = len(results.fetch_ms) + len(results.submit_ms)
+            errors = sum(results.errors.values())
+            if results.queue_empty:
+                log(f"warning: the queue ran dry {results.queue_empty} times (raise --items)")
+            return {
+                "benchmark": "annotate_load",
+                "concurrency": args.concurrency,
+                "p50_ms": percentile(results.submit_ms, 50),
+                "p99_ms": percentile(results.submit_ms, 99),
+                "errors": errors,
+                "lost": checks["lost"],
+                "duplicated": checks["duplicated"],
+                "labels": len(results.acknowledged),
+                "submits": len(results.submit_ms),
+                "max_ms": round(max(results.submit_ms), 1) if results.submit_ms else None,
+                "fetch_p50_ms": percentile(results.fetch_ms, 50),
+                "fetch_p99_ms": percentile(results.fetch_ms, 99),
+                "fetches": len(results.fetch_ms),
+                "double_submits": results.double_submits,
+                "error_kinds": dict(results.errors),
+                "queue_empty": results.queue_empty,
+                "shared": checks["shared"],
+                "served_twice": checks["served_twice"],
+                "unacknowledged": checks["unacknowledged"],
+                "acknowledged_twice": checks["acknowledged_twice"],
+                "labels_per_s": round(len(results.acknowledged) / wall, 1),
+                "requests_per_s": round(requests / wall, 1),
+                "think_s": args.think,
+                "duration_s": round(wall, 1),
+                "gunicorn_workers": args.workers,
+                "worker_class": args.worker_class,
+                "threads": args.threads if args.worker_class == "gthread" else 1,
+                "server_cpu_ms_per_request": round(server_cpu * 1000 / max(requests, 1), 2),
+                "client_cpu_s": round(client_cpu, 1),
+                "cpus": os.cpu_count(),
+                "load_before": [round(x, 2) for x in load_before],
+                "load_after": [round(x, 2) for x in load_after],
+                "items": items,
+            }
+        finally:
+            stop.set()
+            if gunicorn is not None:
+                stop_gunicorn(gunicorn)
 
 
 if __name__ == "__main__":

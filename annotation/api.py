@@ -13,7 +13,9 @@ from rest_framework.views import APIView
 
 from annotation import selectors, services
 from annotation.models import Comparison, Guideline, Safety, Skip, Strength
+from annotation.models import Response as SampledResponse
 from annotation.permissions import IsAnnotator
+from annotation.rendering import markdown_html
 from tandem import idempotency
 
 
@@ -46,6 +48,24 @@ class SkipInput(serializers.Serializer):
 
 _LOOK_UP = object()
 
+# The finish reasons of a response that the length limit or the model's context stopped before
+# the model ended it: the page marks it as cut off.
+CUT_OFF = frozenset({"length", "context"})
+
+
+def response_json(response: SampledResponse) -> dict:
+    """One side as the page shows it: the raw text (what is stored, edited and exported), that
+    text as sanitized HTML, and how far its sampling has come."""
+    return {
+        "text": response.text,
+        "html": markdown_html(response.text),
+        "num_tokens": response.num_tokens,
+        "max_new_tokens": response.max_new_tokens,
+        "finish_reason": response.finish_reason,
+        "finished": bool(response.finish_reason),
+        "cut_off": response.finish_reason in CUT_OFF,
+    }
+
 
 def comparison_json(comparison: Comparison, user, label=_LOOK_UP) -> dict:
     """`label`: the user's label of it, if the caller knows (None: not labelled yet)."""
@@ -54,10 +74,7 @@ def comparison_json(comparison: Comparison, user, label=_LOOK_UP) -> dict:
         # A label sent back to its annotator is theirs to give again (annotation.reviews).
         label = comparison.labels.filter(annotator=user).exclude(review_status="sent_back").first()
     sides = {"left": comparison.left, "right": comparison.right}
-    shown = {}
-    for position, side in sides.items():
-        response = comparison.response(side)
-        shown[position] = {"text": response.text, "finished": bool(response.finish_reason)}
+    shown = {position: response_json(comparison.response(side)) for position, side in sides.items()}
     return {
         "id": comparison.pk,
         "status": comparison.status,
@@ -152,6 +169,13 @@ class ComparisonSkip(AnnotatorView):
         data = self.valid(SkipInput)
         services.skip(annotator=request.user, comparison_id=comparison_id, **data)
         return Response({"skipped": comparison_id}, status=status.HTTP_201_CREATED)
+
+
+class ComparisonRetry(AnnotatorView):
+    def post(self, request, comparison_id: int):
+        comparison = services.retry_generation(annotator=request.user, comparison_id=comparison_id)
+        # Accepted: the pair is queued for sampling; the page polls the comparison as before.
+        return Response(comparison_json(comparison, request.user), status=status.HTTP_202_ACCEPTED)
 
 
 class QueueNext(AnnotatorView):

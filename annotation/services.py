@@ -630,6 +630,46 @@ def skip(*, annotator: AbstractBaseUser, comparison_id: int, reason: str, note: 
     return skipped
 
 
+def retry_generation(*, annotator: AbstractBaseUser, comparison_id: int) -> Comparison:
+    """Sample a failed comparison's two responses again, for the annotator who holds its place
+    (the writer of the dialogue, or whoever claimed it from the queue; not one who gave it
+    back): back to pending with its attempts and error cleared and the partial text gone, sent
+    to the generate queue on commit. The dialogue, its earlier turns and the places on it stay
+    as they are, and so do the seeds (what fails is a worker, not a seed)."""
+    comparison = (
+        Comparison.objects.select_related("batch")
+        .filter(pk=comparison_id, assignments__annotator=annotator)
+        .first()
+    )
+    if comparison is None:
+        raise NotFound("no such comparison for you")
+    if comparison.batch.status != Batch.Status.OPEN:
+        raise Conflict("this comparison's batch is closed; start a new dialogue")
+    with transaction.atomic():
+        # Conditional: of two retries at once (a double click, a second tab), one resets the
+        # row and sends it; the other finds it no longer failed.
+        retried = Comparison.objects.filter(
+            pk=comparison_id, status=Comparison.Status.FAILED
+        ).update(
+            status=Comparison.Status.PENDING,
+            attempts=0,
+            error="",
+            worker="",
+            heartbeat_at=timezone.now(),  # sent now (the reconciler's clock for a pending row)
+        )
+        if not retried:
+            comparison.refresh_from_db(fields=["status"])
+            raise Conflict(
+                "only a failed comparison can be generated again; this one is "
+                f"{comparison.get_status_display()}"
+            )
+        Response.objects.filter(comparison_id=comparison_id).update(
+            text="", num_tokens=0, finish_reason="", generation_ms=None
+        )
+        send_on_commit(GENERATION, comparison_id)
+    return _served(comparison_id)
+
+
 # --- importing a preference dataset -------------------------------------------------------------
 
 

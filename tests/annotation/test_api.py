@@ -198,7 +198,15 @@ def test_a_comparison_shows_left_and_right_not_models(batch, client_for):
     ready(created["id"])
     shown = alice.get(f"{API}/comparisons/{created['id']}/").json()
     assert shown["status"] == "ready"
-    assert shown["left"] == {"text": "<b>bold</b> claim", "finished": True}
+    assert shown["left"] == {
+        "text": "<b>bold</b> claim",
+        "html": "<p>&lt;b&gt;bold&lt;/b&gt; claim</p>\n",  # the model's HTML is shown as text
+        "num_tokens": 3,
+        "max_new_tokens": batch.max_new_tokens,
+        "finish_reason": "stop",
+        "finished": True,
+        "cut_off": False,
+    }
     assert "model" not in str(shown) and "temperature" not in str(shown)
 
 

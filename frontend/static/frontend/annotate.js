@@ -1,6 +1,8 @@
 // Tandem's annotator pages: drafts kept in localStorage, and the comparison screen (polling the
 // responses while they generate, keyboard and mouse labelling, submission over the JSON API).
-// Every text from prompts and models is set with textContent, never parsed as HTML.
+// A response is inserted as the HTML the server rendered from its Markdown and sanitized
+// (annotation/rendering.py: the comparison JSON's `html`); every other text from prompts and
+// models is set with textContent, never parsed as HTML.
 
 const POLL_MS = 300;
 const PENDING_WARN_MS = 60_000;
@@ -88,7 +90,10 @@ function comparisonScreen(root) {
   const draftKey = `label:${id}`;
   const $ = (selector) => root.querySelector(selector);
   const status = $("#generation-status");
+  const failedBox = $("#generation-failed");
   const errorBox = $("#generation-error");
+  const retryButton = $("#retry-generation");
+  const retryError = $("#retry-error");
   const missingBox = $("#label-missing");
   const labelError = $("#label-error");
   const submitButton = $("#submit-label");
@@ -101,7 +106,10 @@ function comparisonScreen(root) {
   const continueForm = document.getElementById("continue-form");
   const choiceButtons = [...root.querySelectorAll("button[data-field]")];
   const texts = { left: $("#text-left"), right: $("#text-right") };
-  const writing = { left: $("#writing-left"), right: $("#writing-right") };
+  const sideStates = { left: $("#state-left"), right: $("#state-right") };
+  const progressBars = { left: $("#progress-left"), right: $("#progress-right") };
+  const cutOffBadges = { left: $("#cut-off-left"), right: $("#cut-off-right") };
+  const shownHtml = { left: null, right: null }; // what each side shows, to skip a re-render
 
   const state = {
     chosen: null,
@@ -287,7 +295,7 @@ function comparisonScreen(root) {
     }
   }
 
-  function describeError(payload, code) {
+  function describeError(payload, code, what = "the label") {
     if (payload && typeof payload.detail === "string") return payload.detail;
     if (payload && typeof payload === "object") {
       const parts = Object.entries(payload).map(
@@ -296,7 +304,7 @@ function comparisonScreen(root) {
       if (parts.length) return parts.join("; ");
     }
     if (code === 403) return "Not allowed: your session may have ended. Log in again.";
-    return `The server refused the label (HTTP ${code}).`;
+    return `The server refused ${what} (HTTP ${code}).`;
   }
 
   function fail(message) {
@@ -335,11 +343,37 @@ function comparisonScreen(root) {
     if (focus) continueForm.elements.namedItem("prompt").focus();
   }
 
+  // Where one side stands: waiting, generating (tokens so far of its budget), complete, or cut
+  // off by the length limit or the model's context.
+  function sideState(data, side) {
+    const { num_tokens: tokens, max_new_tokens: budget, finish_reason: reason } = data[side];
+    const counted = `${tokens} token${tokens === 1 ? "" : "s"}`;
+    if (data[side].cut_off) {
+      const limit = reason === "context" ? "the model's context is full" : "the length limit";
+      return `Cut off at ${counted}: ${limit} stopped it.`;
+    }
+    if (data[side].finished) return `Complete (${counted}).`;
+    if (data.status === "failed") return "Not finished.";
+    if (data.status === "generating" && (tokens > 0 || data[side].text)) {
+      return tokens > 0 ? `Generating… ${tokens} of ${budget} tokens` : "Generating…";
+    }
+    return "Waiting…";
+  }
+
   function showResponses(data) {
     for (const side of ["left", "right"]) {
-      // textContent: model output is shown as text, whatever it contains.
-      if (texts[side].textContent !== data[side].text) texts[side].textContent = data[side].text;
-      writing[side].hidden = data[side].finished || data.status !== "generating";
+      const shown = data[side];
+      // Sanitized by the server: the only HTML this page inserts.
+      if (shownHtml[side] !== shown.html) {
+        texts[side].innerHTML = shown.html;
+        shownHtml[side] = shown.html;
+      }
+      sideStates[side].textContent = sideState(data, side);
+      progressBars[side].max = Math.max(1, shown.max_new_tokens);
+      progressBars[side].value = shown.finished ? progressBars[side].max : shown.num_tokens;
+      progressBars[side].hidden = shown.finished || data.status === "failed";
+      cutOffBadges[side].hidden = !shown.cut_off;
+      cutOffBadges[side].title = shown.cut_off ? sideState(data, side) : "";
     }
   }
 
@@ -349,7 +383,7 @@ function comparisonScreen(root) {
   function onData(data) {
     state.data = data;
     showResponses(data);
-    errorBox.hidden = true;
+    failedBox.hidden = data.status !== "failed";
     if (data.status === "pending") {
       const waited = performance.now() - pendingSince;
       status.textContent =
@@ -385,12 +419,44 @@ function comparisonScreen(root) {
       status.textContent = "Generation failed.";
       errorBox.textContent =
         `The responses could not be generated (${data.error || "unknown error"}). ` +
-        "Skip this comparison with the reason “a response is broken or empty”, or start a new dialogue.";
-      errorBox.hidden = false;
+        "Generate them again, or skip this comparison with the reason “a response is broken or empty”.";
+      retryButton.disabled = false;
       labelling.hidden = true;
     }
     render();
     return data.status === "pending" || data.status === "generating";
+  }
+
+  // A failed pair is sampled again: the server queues it, and polling resumes from "waiting".
+  async function retry() {
+    retryButton.disabled = true;
+    retryButton.setAttribute("aria-busy", "true");
+    retryError.hidden = true;
+    let response;
+    let payload = {};
+    try {
+      response = await fetch(root.dataset.retryUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+      });
+      payload = await response.json().catch(() => ({}));
+    } catch {
+      payload = { detail: "The request could not be sent (network problem): try again." };
+    }
+    retryButton.removeAttribute("aria-busy");
+    if (response && response.status === 202) {
+      labelling.hidden = false;
+      root.querySelector(".responses").setAttribute("aria-busy", "true");
+      pendingSince = performance.now();
+      if (onData(payload)) setTimeout(poll, POLL_MS);
+      return;
+    }
+    retryError.textContent = describeError(payload, response ? response.status : 0, "the retry");
+    retryError.hidden = false;
+    retryButton.disabled = false;
+    // Someone else retried it (another tab): follow it from where it is now.
+    if (response && response.status === 409) poll();
   }
 
   async function poll() {
@@ -416,6 +482,7 @@ function comparisonScreen(root) {
     button.addEventListener("click", () => choose(button.dataset.field, button.dataset.value));
   }
   editButton.addEventListener("click", startEdit);
+  retryButton.addEventListener("click", retry);
   submitButton.addEventListener("click", submit);
   editText.addEventListener("input", () => {
     state.edit = editText.value;

@@ -1,17 +1,20 @@
 """Weeks of the loop without people (manage.py simulate): each week the open batch collects
-gold prompts from simulated annotators (`annotators`), an iteration on the `train` worker
+gold prompts, written by simulated annotators or imported into its queue for them
+(`annotators`, the two modes), and their labels; an iteration on the `train` worker
 turns its labels into reward models and a new policy and publishes it (which closes the batch
 and opens the next, served by the new and the previous policy), and the gold judge measures
 the new version on held-out prompts (`evaluation`). The report (`report`) is rewritten after
 every week, and every published version is exported in the Hugging Face layout beside it.
 
-Everything goes through the services a person's requests go through: start_dialogue and
-submit_label for the annotators, start_iteration for the researcher. The command trains
-nothing itself; it needs a worker on `default,generate` and one on `train`.
+Everything goes through the services a person's requests go through: start_dialogue or
+claim_next, and submit_label, for the annotators, import_prompts for the admin,
+start_iteration for the researcher. The command trains nothing itself; it needs a worker on
+`default,generate` and one on `train`.
 
-Reproducible from the seed: the prompts, the services' random draws (see `annotators`), the
-annotators' generators, the evaluation's sampling seeds and every training stage's `seed`
-(set to the simulation's unless the hyper-parameters give one) all follow from it.
+Reproducible from the seed: the prompts, the services' random draws (see `annotators`: the
+claims' too), the annotators' generators, the evaluation's sampling seeds and every training
+stage's `seed` (set to the simulation's unless the hyper-parameters give one) all follow from
+it.
 """
 
 from __future__ import annotations
@@ -24,17 +27,27 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 
 from annotation.models import Batch
 from annotation.permissions import RESEARCHER
 from annotation.services import open_next_batch
+from annotation.stats import batch_statistics
 from modelcore.checkpoint import load_checkpoint
 from modelcore.hf_interop import save_hf_model
 from rlhf import hyperparameters as loop_hyperparameters
 from rlhf import services
 from rlhf.models import Iteration, IterationStep, ModelVersion
 from rlhf.simulation import evaluation, report
-from rlhf.simulation.annotators import SimulationError, annotate_week, enlist
+from rlhf.simulation.annotators import (
+    MODES,
+    QUEUE,
+    WRITE,
+    SimulationError,
+    annotate_queued,
+    annotate_written,
+    enlist,
+)
 from rlhf.train.data import write_jsonl
 from rlhf.train.gold import TRAIN, generate_prompts
 
@@ -51,6 +64,8 @@ class SimulationConfig:
     report: Path
     seed: int = 0
     algorithm: str = Iteration.Algorithm.REJECTION_SAMPLING
+    mode: str = WRITE  # annotators write their prompts, or label the queue's imported ones
+    overlap: int = 1  # queue mode: annotators per imported prompt (the batch's overlap)
     noise: float = 0.25  # AlpacaFarm's share of flipped preferences
     edit_rate: float = 0.1
     risky_share: float = 0.25
@@ -78,6 +93,9 @@ class SimulationConfig:
         for name in ("noise", "edit_rate", "risky_share", "heldout_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SimulationError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.mode not in MODES:
+            raise SimulationError(f"unknown mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        self._check_overlap()
         if self.algorithm not in Iteration.Algorithm.values:
             raise SimulationError(
                 f"unknown algorithm {self.algorithm!r}: expected one of "
@@ -93,6 +111,24 @@ class SimulationConfig:
             for stage in loop_hyperparameters.STAGE_CONFIGS
         }
         return SimulationConfig(**{**asdict(self), "hyperparameters": seeded})
+
+    def _check_overlap(self) -> None:
+        """The overlap as the batch's form checks it (its field's validators), and one a queue
+        can give: each place of a prompt goes to a different annotator."""
+        try:
+            for validator in Batch._meta.get_field("overlap").validators:
+                validator(self.overlap)
+        except ValidationError as error:
+            raise SimulationError(f"overlap: {' '.join(error.messages)}") from None
+        if self.mode == WRITE and self.overlap != 1:
+            raise SimulationError(
+                "overlap is for queue mode: in write mode each annotator labels the prompt it "
+                "wrote (add --mode queue)"
+            )
+        if self.overlap > self.annotators:
+            raise SimulationError(
+                f"overlap {self.overlap} needs at least as many annotators, got {self.annotators}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "report": str(self.report)}
@@ -127,9 +163,15 @@ def simulate(config: SimulationConfig, progress: Progress) -> dict[str, Any]:
             split=TRAIN,
             risky_share=config.risky_share,
         )
-        labels = annotate_week(
-            annotators, prompts, key=f"{config.seed}:{week}", timeout=config.timeout, progress=say
-        )
+        key = f"{config.seed}:{week}"
+        if config.mode == QUEUE:
+            labels = annotate_queued(
+                annotators, prompts, batch=batch, key=key, timeout=config.timeout, progress=say
+            )
+        else:
+            labels = annotate_written(
+                annotators, prompts, key=key, timeout=config.timeout, progress=say
+            )
         annotation_seconds = time.monotonic() - started
         trained_on = [*trained_on, batch.name] if config.cumulative else [batch.name]
         iteration = _train(config, researcher, trained_on, say)
@@ -146,7 +188,12 @@ def simulate(config: SimulationConfig, progress: Progress) -> dict[str, Any]:
                 "week": week,
                 "batch": batch.name,
                 "served_by": [batch.model_a.name, batch.model_b.name],
-                "labels": labels.to_json(),
+                "labels": {
+                    "mode": config.mode,
+                    "overlap": batch.overlap,
+                    **labels.to_json(),
+                    "between_annotators": _agreement(batch),
+                },
                 "iteration": iteration.pk,
                 "algorithm": iteration.algorithm,
                 "trained_on": trained_on,
@@ -220,8 +267,9 @@ class GoldMeasure:
 
 
 def _prepare_open_batch(config: SimulationConfig) -> Batch:
-    """The open batch with the simulation's sampling settings, set as an admin sets them in the
-    batch's form before the week's first prompt (a batch the loop opens has the defaults)."""
+    """The open batch with the simulation's settings (the longest response, the held-out share,
+    the overlap), set as an admin sets them in the batch's form before the week's first prompt
+    (a batch the loop opens has the defaults)."""
     batch = Batch.objects.select_related("model_a", "model_b").get(status=Batch.Status.OPEN)
     if batch.comparisons.exists():
         raise SimulationError(
@@ -229,10 +277,24 @@ def _prepare_open_batch(config: SimulationConfig) -> Batch:
             "empty batch (close this one in admin first)"
         )
     Batch.objects.filter(pk=batch.pk).update(
-        max_new_tokens=config.max_new_tokens, heldout_share=config.heldout_share
+        max_new_tokens=config.max_new_tokens,
+        heldout_share=config.heldout_share,
+        overlap=config.overlap,
     )
     batch.refresh_from_db()
     return batch
+
+
+def _agreement(batch: Batch) -> dict[str, Any]:
+    """The batch page's agreement figures over the items labelled by two annotators or more
+    (queue mode with an overlap above 1; None where no item has two labels)."""
+    stats = batch_statistics(batch)
+    return {
+        "items": stats.overlap_items,
+        "agreement": stats.agreement,
+        "alpha": stats.alpha,
+        "fleiss_kappa": stats.fleiss_kappa,
+    }
 
 
 def _train(config: SimulationConfig, researcher, batches: list[str], say: Progress) -> Iteration:

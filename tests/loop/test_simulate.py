@@ -1,8 +1,9 @@
-"""manage.py simulate on the real stack: simulated annotators write gold prompts and label the
-pairs a real `generate` worker samples, a real `train` worker runs each week's iteration and
-publishes, and the command writes its report (both test passes: the embedded default, then
-PostgreSQL and Redis). The tiny model's words are noise, so nothing here asserts improvement:
-only that two weeks ran through the whole loop and the report says so."""
+"""manage.py simulate on the real stack: simulated annotators write gold prompts (or take
+imported ones from the queue) and label the pairs a real `generate` worker samples, a real
+`train` worker runs each week's iteration and publishes, and the command writes its report
+(both test passes: the embedded default, then PostgreSQL and Redis). The tiny model's words are
+noise, so nothing here asserts improvement: only that the weeks ran through the whole loop, in
+either mode, and the report says so."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from loop_fixtures import FAST
 
-from annotation.models import Batch, Comparison, Label
+from annotation.models import Assignment, Batch, Comparison, Dialogue, Label
 from rlhf.models import Iteration, ModelVersion
 from rlhf.train.data import STRENGTHS
 
+REPORT_KEYS = {"config", "base", "weeks", "versions", "figures"}
+NO_OVERLAP = {"items": 0, "agreement": None, "alpha": None, "fleiss_kappa": None}
 ITERATION_STEPS = {
     "export",
     "reward_helpfulness",
@@ -59,8 +62,9 @@ def test_two_simulated_weeks_publish_a_version_each(
     assert f"iteration {second}: reward_helpfulness done in" in log, log
     assert f"iteration {second} succeeded" in log, log
 
-    assert set(report) == {"config", "base", "weeks", "versions", "figures"}
+    assert set(report) == REPORT_KEYS
     assert report["base"] == "tiny" and report["config"]["hyperparameters"]["reward"]["seed"] == 3
+    assert (report["config"]["mode"], report["config"]["overlap"]) == ("write", 1)
     weeks = report["weeks"]
     assert [w["week"] for w in weeks] == [1, 2]
     published = [w["published"] for w in weeks]
@@ -68,7 +72,11 @@ def test_two_simulated_weeks_publish_a_version_each(
         version = ModelVersion.objects.get(name=week["published"])
         assert version.status == ModelVersion.Status.PUBLISHED
         assert Iteration.objects.get(pk=week["iteration"]).status == Iteration.Status.SUCCEEDED
-        assert week["labels"]["labels"] == 6 and week["labels"]["heldout"] >= 1
+        assert week["labels"]["labels"] == week["labels"]["comparisons"] == 6
+        assert week["labels"]["heldout"] >= 1
+        assert (week["labels"]["mode"], week["labels"]["overlap"]) == ("write", 1)
+        # One label per item: nothing for the agreement between annotators to read.
+        assert week["labels"]["between_annotators"] == NO_OVERLAP
         assert week["labels"]["edited"] >= 1
         for rm in ("reward_helpfulness", "reward_safety"):
             assert set(week["reward_models"][rm]["accuracy_by_strength"]) <= set(STRENGTHS)
@@ -112,6 +120,68 @@ def test_two_simulated_weeks_publish_a_version_each(
     assert page.count("<svg") == 4 and "gold helpfulness" in page and published[1] in page
 
 
+def test_a_queue_week_labels_the_imported_prompts_claim_by_claim(
+    transactional_db, tiny_version, celery_worker, train_workers, tmp_path
+):
+    Batch.objects.create(name="sim-queue", model_a=tiny_version, model_b=tiny_version)
+    celery_worker.wait_ready()
+    train_workers()
+    out = io.StringIO()
+    call_command(
+        "simulate",
+        weeks=1,
+        annotators=2,
+        prompts_per_week=4,
+        mode="queue",
+        overlap=2,
+        seed=3,
+        hyperparameters=json.dumps(FAST),
+        eval_prompts=1,
+        max_new_tokens=8,
+        heldout_share=0.5,
+        timeout=240,
+        report=tmp_path / "report",
+        stdout=out,
+    )
+    log = out.getvalue()
+    assert "week 1/1: imported 4 prompts, 8 places" in log and "week 1/1: 8/8 labelled" in log, log
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert set(report) == REPORT_KEYS
+    assert (report["config"]["mode"], report["config"]["overlap"]) == ("queue", 2)
+    (week,) = report["weeks"]
+    labelled = week["labels"]
+    assert (labelled["mode"], labelled["overlap"]) == ("queue", 2)
+    assert labelled["labels"] == 8 and labelled["comparisons"] == 4
+    # Every item labelled twice: the batch page's agreement figures cover all four.
+    agreement = labelled["between_annotators"]
+    assert agreement["items"] == 4 and 0.0 <= agreement["agreement"] <= 1.0
+    assert [v["name"] for v in report["versions"]] == ["tiny", week["published"]]
+    assert ModelVersion.objects.get(name=week["published"]).status == ModelVersion.Status.PUBLISHED
+
+    # The prompts came in as an admin imports them, and every label through a claimed place:
+    # each item's two places taken by the two annotators, one label per place taken.
+    batch = Batch.objects.get(name=week["batch"])
+    assert batch.overlap == 2
+    dialogues = Dialogue.objects.filter(batch=batch)
+    assert dialogues.count() == 4
+    assert set(dialogues.values_list("source", "author")) == {(Dialogue.Source.IMPORTED, None)}
+    places = Assignment.objects.filter(comparison__batch=batch)
+    assert places.count() == 8 and set(places.values_list("status", flat=True)) == {
+        Assignment.Status.DONE
+    }
+    labels = Label.objects.filter(comparison__batch=batch)
+    assert sorted(labels.values_list("comparison", "annotator__username")) == sorted(
+        places.values_list("comparison", "annotator__username")
+    )
+    for comparison in Comparison.objects.filter(batch=batch):
+        annotators = {label.annotator.username for label in comparison.labels.all()}
+        assert annotators == {"sim-annotator-1", "sim-annotator-2"}
+    assert all(label.time_spent_ms > 0 for label in labels)
+    # The training export reads one row per label: both labels of an item train the models.
+    export = Iteration.objects.get(pk=week["iteration"]).steps.get(name="export")
+    assert export.metrics["rows"] == 8
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -121,6 +191,17 @@ def test_two_simulated_weeks_publish_a_version_each(
         ({"hyperparameters": "no-such-file.json"}, "--hyperparameters: cannot read"),
         ({"hyperparameters": '{"ppo": {"kl_beta": "big"}}'}, "hyperparameters: ppo.kl_beta"),
         ({"noise": 1.5}, "noise must be in [0, 1]"),
+        ({"mode": "mixed"}, "unknown mode 'mixed'"),
+        ({"overlap": 2}, "overlap is for queue mode"),
+        (
+            {"mode": "queue", "overlap": 0},
+            "overlap: Ensure this value is greater than or equal to 1",
+        ),
+        (
+            {"mode": "queue", "overlap": 11},
+            "overlap: Ensure this value is less than or equal to 10",
+        ),
+        ({"mode": "queue", "overlap": 2}, "overlap 2 needs at least as many annotators, got 1"),
     ],
 )
 def test_bad_input_is_a_command_error(db, tmp_path, options, message):

@@ -4,17 +4,18 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from rlhf.models import Iteration
-from rlhf.simulation.annotators import SimulationError
+from rlhf.simulation.annotators import MODES, SimulationError
 from rlhf.simulation.weeks import SimulationConfig, simulate
 
 
 class Command(BaseCommand):
     help = (
         "Run weeks of the loop with simulated annotators and the gold judge: each week the open "
-        "batch collects gold prompts labelled through the annotation services, an iteration on "
-        "the train worker publishes a new policy, and the gold judge measures it on held-out "
-        "prompts. Needs Celery workers on default,generate and on train. Writes report.json, "
-        "report.html and each version in the Hugging Face layout to --report."
+        "batch collects gold prompts (written by the annotators, or imported into its queue: "
+        "--mode) labelled through the annotation services, an iteration on the train worker "
+        "publishes a new policy, and the gold judge measures it on held-out prompts. Needs "
+        "Celery workers on default,generate and on train. Writes report.json, report.html and "
+        "each version in the Hugging Face layout to --report."
     )
 
     def add_arguments(self, parser):
@@ -25,6 +26,20 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=defaults.seed)
         parser.add_argument(
             "--algorithm", choices=Iteration.Algorithm.values, default=defaults.algorithm
+        )
+        parser.add_argument(
+            "--mode",
+            choices=MODES,
+            default=defaults.mode,
+            help="write: each annotator writes its prompts and labels its own pair; queue: the "
+            "week's prompts are imported into the batch and the annotators claim them from the "
+            "queue",
+        )
+        parser.add_argument(
+            "--overlap",
+            type=int,
+            default=defaults.overlap,
+            help="queue mode: annotators per imported prompt (the batch's overlap, 1 to 10)",
         )
         parser.add_argument(
             "--noise",
@@ -86,6 +101,8 @@ class Command(BaseCommand):
             report=options["report"],
             seed=options["seed"],
             algorithm=options["algorithm"],
+            mode=options["mode"],
+            overlap=options["overlap"],
             noise=options["noise"],
             edit_rate=options["edit_rate"],
             risky_share=options["risky_share"],

@@ -175,11 +175,11 @@ class Decoder(nn.Module):
         self._kept: list[KVCache] | None = None
 
     def setup_caches(self, batch: int, max_len: int) -> None:
-        """Allocate a KV cache for `batch` sequences of up to `max_len` tokens."""
-        if max_len > self.config.max_seq_len:
-            raise ValueError(
-                f"{max_len} tokens exceed the model's context of {self.config.max_seq_len}"
-            )
+        """Allocate a KV cache of `max_len` columns for `batch` sequences.
+
+        Columns are not positions: left-padded rows with budgets of their own may need more
+        columns than the context has positions, which bound each row's rotary positions.
+        """
         weight = self.embed.weight
         kept = self._kept[0].k if self._kept else None
         shape = (batch, self.config.n_kv_heads, max_len, self.config.head_dim)

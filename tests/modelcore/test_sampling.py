@@ -1,14 +1,20 @@
-"""Sampling options on a tiny random model: seeds, truncation, stop tokens, log-probabilities."""
+"""Sampling options on a tiny random model: seeds, truncation, stop tokens, log-probabilities,
+per-row parameters and budgets, the three finish reasons, and two models decoding together
+(that one also on the real SmolLM2 weights)."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 
+from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
 from modelcore.config import ModelConfig
 from modelcore.cpu_sampling import prepare_for_cpu_sampling
 from modelcore.model import LlamaLM
-from modelcore.sampling import SamplingParams, generate
+from modelcore.sampling import SamplingParams, decode, generate, generate_together
+from modelcore.tokenizer import Tokenizer
 
 TINY = ModelConfig.from_name(
     "smollm2-135m",
@@ -110,10 +116,147 @@ def test_generation_stops_at_the_context(model: LlamaLM) -> None:
         model, [list(range(1, 31))], SamplingParams(max_new_tokens=50), pad_id=0
     )
     assert len(completion.tokens) == TINY.max_seq_len - 30
+    assert completion.finish_reason == "context"
     with pytest.raises(ValueError, match="prompt of 40 tokens leaves no room"):
         generate(model, [list(range(40))], SamplingParams(), pad_id=0)
     with pytest.raises(ValueError, match="every prompt needs at least one token"):
         generate(model, [[1], []], SamplingParams(), pad_id=0)
+
+
+def test_a_long_prompt_does_not_shorten_the_other_rows(model: LlamaLM) -> None:
+    long_prompt, short_prompt = list(range(1, 36)), [4, 5, 6]
+    params = SamplingParams(max_new_tokens=12, temperature=0)
+    long_row, short_row = generate(model, [long_prompt, short_prompt], params, pad_id=0)
+    assert len(long_row.tokens) == TINY.max_seq_len - len(long_prompt)
+    assert long_row.finish_reason == "context"
+    [alone] = generate(model, [short_prompt], params, pad_id=0)
+    assert short_row.tokens == alone.tokens and len(alone.tokens) == 12
+    assert short_row.finish_reason == alone.finish_reason == "length"
+
+
+def test_the_three_finish_reasons_in_one_batch(model: LlamaLM) -> None:
+    prompts = [[4, 5, 6], [10, 11, 12, 13, 14], list(range(1, 34))]
+    greedy = generate(model, prompts[:1], SamplingParams(max_new_tokens=8, temperature=0), pad_id=0)
+    stop = greedy[0].tokens[2]
+    rows = [
+        SamplingParams(max_new_tokens=20, temperature=0, stop_ids=(stop,)),
+        SamplingParams(max_new_tokens=4, temperature=0),
+        SamplingParams(max_new_tokens=20, temperature=0),
+    ]
+    completions = generate(model, prompts, rows, pad_id=0)
+    assert [c.finish_reason for c in completions] == ["stop", "length", "context"]
+    first = greedy[0].tokens.index(stop)
+    assert completions[0].tokens == greedy[0].tokens[: first + 1]
+    assert [len(c.tokens) for c in completions[1:]] == [4, TINY.max_seq_len - 33]
+    # Exactly as many new tokens as the context has room for is the length asked for.
+    [full] = generate(model, [prompts[2]], SamplingParams(max_new_tokens=7), pad_id=0)
+    assert (len(full.tokens), full.finish_reason) == (7, "length")
+
+
+ROW_PARAMS = [
+    SamplingParams(max_new_tokens=9, temperature=0),
+    SamplingParams(max_new_tokens=14, temperature=0.7, top_p=0.9, seed=11),
+    SamplingParams(max_new_tokens=12, temperature=1.5, top_k=5, seed=12),
+    SamplingParams(max_new_tokens=10, temperature=1.0, seed=13),
+]
+ROW_PROMPTS = [[4, 5, 6], [10, 11, 12, 13, 14], [7], [20, 21, 22, 23]]
+
+
+def test_rows_with_their_own_parameters_sample_as_each_alone(model: LlamaLM) -> None:
+    batched = generate(model, ROW_PROMPTS, ROW_PARAMS, pad_id=0)
+    for prompt, params, completion in zip(ROW_PROMPTS, ROW_PARAMS, batched, strict=True):
+        [alone] = generate(model, [prompt], [params], pad_id=0)
+        assert completion.tokens == alone.tokens
+        assert len(alone.tokens) == params.max_new_tokens
+        torch.testing.assert_close(completion.logprobs, alone.logprobs, atol=1e-5, rtol=0)
+    # Greedy beside sampled rows is still greedy, and the sampled rows really sample.
+    assert batched[0].tokens == tokens(model, max_new_tokens=9, temperature=0)[0]
+    assert (
+        batched[3].tokens
+        != generate(
+            model, [ROW_PROMPTS[3]], [SamplingParams(max_new_tokens=10, seed=14)], pad_id=0
+        )[0].tokens
+    )
+
+
+def test_one_seed_for_all_rows_gives_each_row_its_own_draws(model: LlamaLM) -> None:
+    params = SamplingParams(max_new_tokens=16, seed=5)
+    first, second = generate(model, [[4, 5, 6]] * 2, params, pad_id=0)
+    assert first.tokens != second.tokens
+    [alone] = generate(model, [[4, 5, 6]], params, pad_id=0)
+    assert first.tokens == alone.tokens
+    with pytest.raises(ValueError, match="2 prompts but 1 sampling parameters"):
+        generate(model, [[4], [5]], [params], pad_id=0)
+
+
+def test_two_models_decode_together_as_each_alone(model: LlamaLM) -> None:
+    torch.manual_seed(1)
+    other = LlamaLM(TINY).eval()
+    seen: list[tuple[str, list[int | None]]] = []
+    together = generate_together(
+        [
+            decode(model, ROW_PROMPTS[:2], ROW_PARAMS[:2], pad_id=0),
+            decode(other, ROW_PROMPTS[2:], ROW_PARAMS[2:], pad_id=0),
+        ],
+        on_tokens=[lambda t: seen.append(("a", t)), lambda t: seen.append(("b", t))],
+    )
+    assert together[0] == generate(model, ROW_PROMPTS[:2], ROW_PARAMS[:2], pad_id=0)
+    assert together[1] == generate(other, ROW_PROMPTS[2:], ROW_PARAMS[2:], pad_id=0)
+    # A step each in turn, until the one with the longer budget goes on alone.
+    assert [name for name, _ in seen] == ["a", "b"] * 12 + ["a"] * 2
+    twice = [decode(model, [[4]], SamplingParams(), pad_id=0) for _ in range(2)]
+    with pytest.raises(RuntimeError, match="already decoding"):
+        generate_together(twice, on_tokens=[None, None])
+    assert model.decoder.caches is None
+
+
+def test_a_callback_that_raises_frees_both_models_caches(model: LlamaLM) -> None:
+    torch.manual_seed(2)
+    other = LlamaLM(TINY).eval()
+
+    def refuse(_: list[int | None]) -> None:
+        raise KeyError("lease lost")
+
+    decodings = [
+        decode(model, [[4]], SamplingParams(), pad_id=0),
+        decode(other, [[5]], SamplingParams(), pad_id=0),
+    ]
+    with pytest.raises(KeyError, match="lease lost"):
+        generate_together(decodings, on_tokens=[None, refuse])
+    assert model.decoder.caches is None and other.decoder.caches is None
+
+
+@pytest.mark.smollm2
+def test_a_pair_sampled_together_equals_each_side_alone_on_smollm2(
+    smollm2: tuple[LlamaLM, Tokenizer],
+) -> None:
+    """As a comparison is sampled: one version at two temperatures in one batch, or two
+    versions (here the float32 model and its packed CPU copy) decoding side by side."""
+    base, tokenizer = smollm2
+    template = ChatTemplate.for_tokenizer(tokenizer)
+    dialogue = [Message("user", "Give me two tips for a good night's sleep.")]
+    prompt = encode_dialogue(tokenizer, template, dialogue, add_generation_prompt=True).ids
+    stops = tuple(stop_ids(tokenizer, template))
+    sides = [
+        SamplingParams(max_new_tokens=24, temperature=0.7, top_p=0.9, stop_ids=stops, seed=1),
+        SamplingParams(max_new_tokens=24, temperature=1.0, top_p=0.9, stop_ids=stops, seed=2),
+    ]
+    pad = tokenizer.pad_id
+    alone = [generate(base, [prompt], [side], pad_id=pad)[0] for side in sides]
+    assert alone[0].tokens != alone[1].tokens
+    assert [c.tokens for c in generate(base, [prompt] * 2, sides, pad_id=pad)] == [
+        c.tokens for c in alone
+    ]
+    packed = prepare_for_cpu_sampling(copy.deepcopy(base))
+    [packed_alone] = generate(packed, [prompt], [sides[1]], pad_id=pad)
+    [first], [second] = generate_together(
+        [
+            decode(base, [prompt], [sides[0]], pad_id=pad),
+            decode(packed, [prompt], [sides[1]], pad_id=pad),
+        ],
+        on_tokens=[None, None],
+    )
+    assert first.tokens == alone[0].tokens and second.tokens == packed_alone.tokens
 
 
 @pytest.mark.parametrize(

@@ -97,8 +97,10 @@ def test_each_side_shows_its_progress_and_a_cut_off_response_is_marked(
 
     expect(page.locator("#generation-status")).to_have_text(re.compile("Generating"))
     expect(page.locator("#state-left")).to_have_text("Generating… 3 of 8 tokens")
-    expect(page.locator("#progress-left")).to_have_attribute("value", "3")
+    expect(page.locator("#writing-left")).to_be_visible()
+    expect(page.locator("#writing-left")).to_have_attribute("value", "3")
     expect(page.locator("#state-right")).to_have_text("Waiting…")
+    expect(page.locator("#writing-right")).to_be_hidden()
 
     # The left one reaches its budget; the right one stops by itself.
     Response.objects.filter(pk=left.pk).update(
@@ -109,6 +111,7 @@ def test_each_side_shows_its_progress_and_a_cut_off_response_is_marked(
     expect(page.locator("#generation-status")).to_have_text(READY)
     expect(page.locator("#cut-off-left")).to_be_visible()
     expect(page.locator("#cut-off-left")).to_have_text("cut off")
+    expect(page.locator("#writing-left")).to_be_hidden()
     expect(page.locator("#state-left")).to_have_text(
         "Cut off at 8 tokens: the length limit stopped it."
     )
@@ -144,6 +147,8 @@ def paused_worker(django_db_setup, tmp_path) -> Iterator[PausedWorker]:
         ),
         pauses,
     )
+    # Booted before the browser starts: on a busy machine the two at once time the page out.
+    paused.worker.wait_ready()
     yield paused
     paused.release()
     stop_worker(paused.worker)
@@ -166,7 +171,6 @@ def test_retry_brings_a_failed_comparison_back_to_generating(
 
     page.get_by_role("button", name="Generate the responses again").click()
     expect(page.locator("#generation-failed")).to_be_hidden()
-    paused_worker.worker.wait_ready()
     # The worker took it and holds at its first streamed text: the page is polling again.
     expect(page.locator("#generation-status")).to_have_text(
         re.compile("Generating"), timeout=90_000

@@ -107,7 +107,7 @@ function comparisonScreen(root) {
   const choiceButtons = [...root.querySelectorAll("button[data-field]")];
   const texts = { left: $("#text-left"), right: $("#text-right") };
   const sideStates = { left: $("#state-left"), right: $("#state-right") };
-  const progressBars = { left: $("#progress-left"), right: $("#progress-right") };
+  const writingBars = { left: $("#writing-left"), right: $("#writing-right") };
   const cutOffBadges = { left: $("#cut-off-left"), right: $("#cut-off-right") };
   const shownHtml = { left: null, right: null }; // what each side shows, to skip a re-render
 
@@ -343,21 +343,21 @@ function comparisonScreen(root) {
     if (focus) continueForm.elements.namedItem("prompt").focus();
   }
 
-  // Where one side stands: waiting, generating (tokens so far of its budget), complete, or cut
-  // off by the length limit or the model's context.
+  // Where one side stands, as [phase, wording]: waiting, generating (tokens so far of its
+  // budget), complete, cut off by the length limit or the model's context, or unfinished.
   function sideState(data, side) {
     const { num_tokens: tokens, max_new_tokens: budget, finish_reason: reason } = data[side];
     const counted = `${tokens} token${tokens === 1 ? "" : "s"}`;
     if (data[side].cut_off) {
       const limit = reason === "context" ? "the model's context is full" : "the length limit";
-      return `Cut off at ${counted}: ${limit} stopped it.`;
+      return ["cut-off", `Cut off at ${counted}: ${limit} stopped it.`];
     }
-    if (data[side].finished) return `Complete (${counted}).`;
-    if (data.status === "failed") return "Not finished.";
+    if (data[side].finished) return ["complete", `Complete (${counted}).`];
+    if (data.status === "failed") return ["unfinished", "Not finished."];
     if (data.status === "generating" && (tokens > 0 || data[side].text)) {
-      return tokens > 0 ? `Generating… ${tokens} of ${budget} tokens` : "Generating…";
+      return ["generating", tokens > 0 ? `Generating… ${tokens} of ${budget} tokens` : "Generating…"];
     }
-    return "Waiting…";
+    return ["waiting", "Waiting…"];
   }
 
   function showResponses(data) {
@@ -368,12 +368,14 @@ function comparisonScreen(root) {
         texts[side].innerHTML = shown.html;
         shownHtml[side] = shown.html;
       }
-      sideStates[side].textContent = sideState(data, side);
-      progressBars[side].max = Math.max(1, shown.max_new_tokens);
-      progressBars[side].value = shown.finished ? progressBars[side].max : shown.num_tokens;
-      progressBars[side].hidden = shown.finished || data.status === "failed";
-      cutOffBadges[side].hidden = !shown.cut_off;
-      cutOffBadges[side].title = shown.cut_off ? sideState(data, side) : "";
+      const [phase, wording] = sideState(data, side);
+      sideStates[side].textContent = wording;
+      // The bar shows while the model writes this side.
+      writingBars[side].hidden = phase !== "generating";
+      writingBars[side].max = Math.max(1, shown.max_new_tokens);
+      writingBars[side].value = shown.num_tokens;
+      cutOffBadges[side].hidden = phase !== "cut-off";
+      cutOffBadges[side].title = phase === "cut-off" ? wording : "";
     }
   }
 

@@ -68,7 +68,9 @@ def markdown_html(text: str) -> str:
     tokens = _markdown.parse(text, env)
     if any(token.level >= MAX_NESTING - 1 for token in tokens):
         return plain_text_html(text)  # nested too deep: markdown-it dropped the rest
-    return _sanitizer.clean(_markdown.renderer.render(tokens, _markdown.options, env))
+    html_out = _markdown.renderer.render(tokens, _markdown.options, env)
+    # Without the newline after the last block, a one-paragraph reply reads as its own text.
+    return _sanitizer.clean(html_out).strip()
 
 
 def plain_text_html(text: str) -> str:

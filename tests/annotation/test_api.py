@@ -200,7 +200,7 @@ def test_a_comparison_shows_left_and_right_not_models(batch, client_for):
     assert shown["status"] == "ready"
     assert shown["left"] == {
         "text": "<b>bold</b> claim",
-        "html": "<p>&lt;b&gt;bold&lt;/b&gt; claim</p>\n",  # the model's HTML is shown as text
+        "html": "<p>&lt;b&gt;bold&lt;/b&gt; claim</p>",  # the model's HTML is shown as text
         "num_tokens": 3,
         "max_new_tokens": batch.max_new_tokens,
         "finish_reason": "stop",

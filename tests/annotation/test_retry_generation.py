@@ -71,9 +71,9 @@ def test_each_side_shows_its_progress_while_the_pair_streams(batch, make_user):
         text="```python\nprint(", num_tokens=8, finish_reason="length"
     )
     shown = client.get(f"{API}/comparisons/{comparison.pk}/").json()
-    assert shown["left"]["html"] == "<ul>\n<li>one</li>\n<li><em>two</em></li>\n</ul>\n"
+    assert shown["left"]["html"] == "<ul>\n<li>one</li>\n<li><em>two</em></li>\n</ul>"
     assert (shown["left"]["finished"], shown["left"]["cut_off"]) == (True, False)
-    assert shown["right"]["html"] == "<pre><code>print(</code></pre>\n"
+    assert shown["right"]["html"] == "<pre><code>print(</code></pre>"
     assert shown["right"]["num_tokens"] == 8 and shown["right"]["finish_reason"] == "length"
     assert shown["right"]["cut_off"] is True
     # The context's limit cuts a response off too.

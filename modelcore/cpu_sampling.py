@@ -29,11 +29,16 @@ from modelcore.model import LlamaLM
 _KERNEL_SOURCE = Path(__file__).parent / "kernels" / "int8_linear.cpp"
 
 
+def int8_supported() -> bool:
+    """Whether this CPU runs the int8 kernel (it is written for AVX2)."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
 @functools.cache
 def int8_kernel() -> ModuleType:
-    """The compiled kernel; an error on CPUs without AVX2 (the kernel is written for it)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability not in ("AVX2", "AVX512"):
+    """The compiled kernel; an error on CPUs without AVX2."""
+    if not int8_supported():
+        capability = torch.backends.cpu.get_cpu_capability()
         raise RuntimeError(f"int8 sampling mode needs an AVX2 CPU; this one offers {capability}")
     return load_inline(
         name="tandem_int8_linear",

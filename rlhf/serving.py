@@ -28,9 +28,10 @@ from modelcore.checkpoint import (
     load_checkpoint,
     read_json,
 )
-from modelcore.cpu_sampling import prepare_for_cpu_sampling
+from modelcore.compiled_decode import CompiledDecoding
 from modelcore.model import LlamaLM
 from modelcore.sampling import Completion, SamplingParams, generate
+from modelcore.sampling_modes import prepare_for_sampling
 from modelcore.tokenizer import StreamDecoder, Tokenizer
 from rlhf.models import ModelVersion
 
@@ -128,10 +129,9 @@ def sample_reply(
     return "".join(pieces).strip(), completion
 
 
-@functools.lru_cache(maxsize=2)  # the batch's two variants
-def _sampling_policy(directory: str, sha256: str) -> LlamaLM:
-    device = serving_device()
-    model = _load(Path(directory), sha256, device).model.eval()
-    if device.type == "cpu":
-        prepare_for_cpu_sampling(model)
-    return model
+@functools.lru_cache(maxsize=2)  # the batch's two variants, kept warm between tasks
+def _sampling_policy(directory: str, sha256: str) -> LlamaLM | CompiledDecoding:
+    # Prepared once per process in settings.SERVING_SAMPLING_MODE; a compiled mode compiles
+    # here, while the model loads, not at an annotator's first token.
+    model = _load(Path(directory), sha256, serving_device()).model.eval()
+    return prepare_for_sampling(model, settings.SERVING_SAMPLING_MODE)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from modelcore.sampling_modes import SAMPLING_MODES, resolve_mode
 from tandem import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -258,6 +259,18 @@ ANNOTATION_GOLD_FLOOR = env.get_float("ANNOTATION_GOLD_FLOOR", 0.8, minimum=0.0,
 # GPU where the process has one (looked for when a model first loads, never at start-up), else
 # the CPU.
 SERVING_DEVICE = env.get_choice("SERVING_DEVICE", "auto", ("auto", "cpu", "cuda"))
+# How models sample there (modelcore.sampling_modes): "auto" is the fastest mode that keeps the
+# model's answers, int8 weights on a CPU and the CUDA-graph decoding step on a GPU; "reference"
+# samples with the weights as loaded. A mode made for the other device stops start-up.
+SERVING_SAMPLING_MODE = env.get_choice("SERVING_SAMPLING_MODE", "auto", SAMPLING_MODES)
+if "auto" not in (SERVING_DEVICE, SERVING_SAMPLING_MODE):
+    try:
+        resolve_mode(SERVING_SAMPLING_MODE, SERVING_DEVICE)
+    except ValueError as error:
+        raise ImproperlyConfigured(
+            f"SERVING_SAMPLING_MODE={SERVING_SAMPLING_MODE!r} with SERVING_DEVICE="
+            f"{SERVING_DEVICE!r}: {error}"
+        ) from None
 
 # HTTPS (default: on unless DEBUG) says the site is served over TLS: redirect plain HTTP, keep
 # cookies off plain HTTP, ask browsers for HSTS. Turn it off only for plain-HTTP local serving.

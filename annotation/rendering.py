@@ -54,16 +54,20 @@ _sanitizer = nh3.Cleaner(
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-@functools.lru_cache(maxsize=256)
 def markdown_html(text: str) -> str:
-    """`text` rendered as sanitized HTML, for innerHTML. Never raises on any text.
-
-    Cached: the page polls every 300 ms while a pair streams, and a side that is complete (or
-    has not changed since the last poll) is asked for again and again."""
+    """`text` rendered as sanitized HTML, for innerHTML. Never raises on any text."""
     # Lone surrogates cannot be encoded for the sanitizer (nor stored by the database).
     text = _SURROGATE.sub("\ufffd", text)
     if len(text) > MAX_MARKDOWN_CHARS:
         return plain_text_html(text)
+    return _rendered(text)
+
+
+# The page polls every 300 ms while a pair streams, and asks again and again for a side that is
+# complete (or has not changed since the last poll). Bounded: at most 256 texts of at most
+# MAX_MARKDOWN_CHARS each.
+@functools.lru_cache(maxsize=256)
+def _rendered(text: str) -> str:
     env: dict = {}
     tokens = _markdown.parse(text, env)
     if any(token.level >= MAX_NESTING - 1 for token in tokens):

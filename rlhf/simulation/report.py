@@ -79,7 +79,8 @@ def _replace(path: Path, text: str) -> None:
 def page(report: Mapping[str, Any]) -> str:
     config = report["config"]
     sections = [
-        f"<h1>Simulated weeks of the loop: {config['weeks']} weeks, seed {config['seed']}</h1>",
+        f"<h1>Simulated weeks of the loop: {config['weeks']} weeks, seed {config['seed']}, "
+        f"{_mode(config)}</h1>",
         "<p>Configuration:</p>",
         f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>",
         "<h2>Weeks</h2>",
@@ -93,6 +94,7 @@ def page(report: Mapping[str, Any]) -> str:
                 "flipped",
                 "edited",
                 "agreement with gold",
+                "agreement between annotators (items)",
                 "helpfulness RM accuracy",
                 "safety RM accuracy",
                 "published",
@@ -108,6 +110,8 @@ def page(report: Mapping[str, Any]) -> str:
                     w["labels"]["flipped"],
                     w["labels"]["edited"],
                     _number(w["labels"]["agreement_with_gold"]),
+                    f"{_number(w['labels']['between_annotators']['agreement'])} "
+                    f"({w['labels']['between_annotators']['items']})",
                     _number(w["reward_models"]["reward_helpfulness"].get("accuracy")),
                     _number(w["reward_models"]["reward_safety"].get("accuracy")),
                     w["published"],
@@ -163,6 +167,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _mode(config: Mapping[str, Any]) -> str:
+    """How the annotators got their prompts: they wrote them, or took them from the queue."""
+    if config["mode"] == "queue":
+        return f"queue mode (overlap {config['overlap']})"
+    return "write mode"
 
 
 def _number(value: float | None, digits: int = 3) -> str:

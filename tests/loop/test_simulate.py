@@ -118,6 +118,7 @@ def test_two_simulated_weeks_publish_a_version_each(
     ]
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("<svg") == 4 and "gold helpfulness" in page and published[1] in page
+    assert "seed 3, write mode</h1>" in page and "<td>n/a (0)</td>" in page
 
 
 def test_a_queue_week_labels_the_imported_prompts_claim_by_claim(
@@ -180,6 +181,9 @@ def test_a_queue_week_labels_the_imported_prompts_claim_by_claim(
     # The training export reads one row per label: both labels of an item train the models.
     export = Iteration.objects.get(pk=week["iteration"]).steps.get(name="export")
     assert export.metrics["rows"] == 8
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "seed 3, queue mode (overlap 2)</h1>" in page
+    assert f"<td>{agreement['agreement']:.3f} (4)</td>" in page
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import nh3
 from markdown_it import MarkdownIt
 
 # Deeper than any answer nests; markdown-it drops the rest of a document nested deeper, so
-# such a text is shown as plain text instead (see markdown_html).
+# such a text is shown as plain text instead (see _rendered).
 MAX_NESTING = 40
 
 # The parser's time grows linearly with the text, up to about 25 µs a character for the worst

@@ -1,8 +1,9 @@
 """Sampling a comparison's two responses, as leased work (tandem.leases).
 
 The comparison's row is the truth, not the broker message: a worker claims the row's lease
-(status pending -> generating), renews it from a heartbeat thread and streams the text into
-the Response rows; the reconciler hands a row whose worker died (SIGKILL, a lost machine)
+(status pending -> generating), renews it from a heartbeat thread, samples both responses
+together (rlhf.serving.sample_replies) and streams their text and token counts into the
+Response rows; the reconciler hands a row whose worker died (SIGKILL, a lost machine)
 to the next worker and re-sends one whose message was lost (Redis restarted empty, an enqueue
 that failed after the prompt committed). A row whose workers died GENERATION_MAX_ATTEMPTS
 times is marked failed with the reason.
@@ -17,6 +18,7 @@ lease, and the task retries with backoff, taking its own lease back (tandem.leas
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 
@@ -26,7 +28,7 @@ from django.utils import timezone
 from annotation.models import Comparison, Response
 from modelcore.chat import Message
 from modelcore.sampling import SamplingParams
-from rlhf.serving import sample_reply
+from rlhf.serving import sample_replies
 from rlhf.train import faults
 from tandem.leases import Lease, LeasedWork
 
@@ -125,9 +127,63 @@ def _sample_both(comparison_id: int, lease: Lease) -> None:
     messages = _messages(comparison)
     responses = list(comparison.responses.select_related("model_version"))
     # A run that starts again samples from the start (the same seeds give the same text).
-    Response.objects.filter(comparison=comparison).update(text="", finish_reason="")
-    for response in responses:
-        _sample(response, messages, lease)
+    Response.objects.filter(comparison=comparison).update(text="", num_tokens=0, finish_reason="")
+    started = time.monotonic()
+    stream = _Stream(responses, lease)
+    replies = sample_replies(
+        messages,
+        [(response.model_version, _params(response)) for response in responses],
+        [functools.partial(stream.grew, response.pk) for response in responses],
+    )
+    with transaction.atomic():
+        # Written only while this run holds the lease: a run that lost it must not overwrite
+        # the text of the worker that took over.
+        if not Comparison.objects.select_for_update().filter(pk=comparison_id, worker=lease.worker):
+            raise _LeaseLost
+        for response, (text, completion) in zip(responses, replies, strict=True):
+            Response.objects.filter(pk=response.pk).update(
+                text=text,
+                # The stop token ends the reply but is not part of it.
+                num_tokens=len(completion.tokens) - (completion.finish_reason == "stop"),
+                finish_reason=completion.finish_reason,
+                generation_ms=round((stream.finished_at[response.pk] - started) * 1000),
+            )
+
+
+def _params(response: Response) -> SamplingParams:
+    return SamplingParams(
+        max_new_tokens=response.max_new_tokens,
+        temperature=response.temperature,
+        top_p=response.top_p,
+        seed=response.seed,
+    )
+
+
+class _Stream:
+    """The responses' text and token counts as they grow, written to their rows at most every
+    STREAM_INTERVAL (the first tokens at once), while this run holds the lease."""
+
+    def __init__(self, responses: list[Response], lease: Lease) -> None:
+        self._lease = lease
+        self._unwritten: dict[int, tuple[str, int]] = {}
+        self._last_write = float("-inf")
+        # When each response got its last token: its generation time, as the pair samples
+        # together and one side may finish first.
+        self.finished_at = {response.pk: time.monotonic() for response in responses}
+
+    def grew(self, response_id: int, text: str, num_tokens: int) -> None:
+        faults.reached("generate:streaming")  # a test's kill or pause, mid-generation
+        now = time.monotonic()
+        self.finished_at[response_id] = now
+        self._unwritten[response_id] = (text, num_tokens)
+        if now - self._last_write < STREAM_INTERVAL:
+            return
+        if self._lease.lost.is_set():
+            raise _LeaseLost
+        for pk, (latest, count) in self._unwritten.items():
+            Response.objects.filter(pk=pk).update(text=latest, num_tokens=count)
+        self._unwritten.clear()
+        self._last_write = now
 
 
 def _messages(comparison: Comparison) -> list[Message]:
@@ -138,40 +194,3 @@ def _messages(comparison: Comparison) -> list[Message]:
         if turn.index < comparison.turn.index:
             messages.append(Message("assistant", turn.reply))
     return messages
-
-
-def _sample(response: Response, messages: list[Message], lease: Lease) -> None:
-    started = time.monotonic()
-    last_write = started
-
-    def stream(text: str) -> None:
-        nonlocal last_write
-        faults.reached("generate:streaming")  # a test's kill or pause, mid-generation
-        now = time.monotonic()
-        if now - last_write >= STREAM_INTERVAL:
-            if lease.lost.is_set():
-                raise _LeaseLost
-            Response.objects.filter(pk=response.pk).update(text=text)
-            last_write = now
-
-    params = SamplingParams(
-        max_new_tokens=response.max_new_tokens,
-        temperature=response.temperature,
-        top_p=response.top_p,
-        seed=response.seed,
-    )
-    text, completion = sample_reply(response.model_version, messages, params, stream)
-    with transaction.atomic():
-        # Written only while this run holds the lease: a run that lost it must not overwrite
-        # the text of the worker that took over.
-        if not Comparison.objects.select_for_update().filter(
-            pk=response.comparison_id, worker=lease.worker
-        ):
-            raise _LeaseLost
-        Response.objects.filter(pk=response.pk).update(
-            text=text,
-            # The stop token ends the reply but is not part of it.
-            num_tokens=len(completion.tokens) - (completion.finish_reason == "stop"),
-            finish_reason=completion.finish_reason,
-            generation_ms=round((time.monotonic() - started) * 1000),
-        )

@@ -188,6 +188,11 @@ class Comparison(models.Model):
 
 
 class Response(models.Model):
+    class FinishReason(models.TextChoices):
+        STOP = "stop", "stop token"
+        LENGTH = "length", "max_new_tokens reached"
+        CONTEXT = "context", "the model's context is full"
+
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="responses")
     side = models.CharField(max_length=1, choices=Side.choices)
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
@@ -195,10 +200,12 @@ class Response(models.Model):
     top_p = models.FloatField()
     max_new_tokens = models.PositiveIntegerField()
     seed = models.BigIntegerField()
-    # Grows while the worker samples (the page shows it streaming); final once finish_reason is set.
+    # text and num_tokens grow while the worker samples (the page shows them streaming); final
+    # once finish_reason is set.
     text = models.TextField(blank=True)
     num_tokens = models.PositiveIntegerField(default=0)
-    finish_reason = models.CharField(max_length=8, blank=True)  # "stop" or "length"
+    # Blank while sampling; then why the response ended (modelcore.sampling.Completion).
+    finish_reason = models.CharField(max_length=8, blank=True, choices=FinishReason.choices)
     generation_ms = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:

@@ -1,6 +1,7 @@
 """Model versions put to work: a version's checkpoint loaded on the serving device
-(settings.SERVING_DEVICE), its chat format, and sampling a reply. The generate worker samples
-the annotators' pairs through it, and the loop loads the versions it starts from through it.
+(settings.SERVING_DEVICE), its chat format, and sampling replies. The generate worker samples
+the annotators' pairs through it (both sides together), and the loop loads the versions it
+starts from through it.
 
 The chat format and the sampling model are cached per process, keyed by the version's digest,
 so a worker loads each model once and a republished version under the same name is never
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from modelcore.checkpoint import (
 )
 from modelcore.compiled_decode import CompiledDecoding
 from modelcore.model import LlamaLM
-from modelcore.sampling import Completion, SamplingParams, generate
+from modelcore.sampling import Completion, SamplingParams, decode, generate_together
 from modelcore.sampling_modes import prepare_for_sampling
 from modelcore.tokenizer import StreamDecoder, Tokenizer
 from rlhf.models import ModelVersion
@@ -100,6 +101,10 @@ def _chat_format(directory: str, sha256: str) -> ChatFormat:
     )
 
 
+# Receives a reply's text so far and its number of tokens (the stop token not counted).
+OnText = Callable[[str, int], None]
+
+
 def sample_reply(
     version: ModelVersion,
     messages: list[Message],
@@ -109,24 +114,85 @@ def sample_reply(
     """Sample the assistant's reply to `messages` with the version's policy on the serving
     device; `on_text` receives the text so far as it grows. Returns the final text and the
     completion."""
-    model = _sampling_policy(str(version.directory), version.sha256)
-    chat = chat_format(version)
-    prompt = chat.encode_prompt(messages)
-    params = dataclasses.replace(params, stop_ids=tuple(stop_ids(chat.tokenizer, chat.template)))
-    stream = StreamDecoder(chat.tokenizer, skip_special_tokens=True)
-    pieces: list[str] = []
+    [reply] = sample_replies(messages, [(version, params)], [lambda text, _count: on_text(text)])
+    return reply
 
-    def collect(tokens: list[int | None]) -> None:
-        if tokens[0] is not None:
-            pieces.append(stream.push(tokens[0]))
-            on_text("".join(pieces))
 
-    with _sampling:
-        [completion] = generate(
-            model, [prompt], params, pad_id=chat.tokenizer.pad_id or 0, on_tokens=collect
+def sample_replies(
+    messages: list[Message],
+    sides: Sequence[tuple[ModelVersion, SamplingParams]],
+    on_text: Sequence[OnText],
+) -> list[tuple[str, Completion]]:
+    """Sample several replies to `messages` together (a comparison's two responses), each side
+    with its own version and parameters; `on_text[i]` receives side i's text and token count
+    as they grow. Returns each side's final text and completion.
+
+    Sides of one version are the rows of one batched pass; different versions advance a token
+    each in turn (`modelcore.sampling.generate_together`), so both sides stream from the start
+    and finish together.
+    """
+    if len(on_text) != len(sides):
+        raise ValueError(f"{len(sides)} sides but {len(on_text)} on_text callbacks")
+    keys = [(str(version.directory), version.sha256) for version, _ in sides]
+    rows_of: dict[tuple[str, str], list[int]] = {}
+    for index, key in enumerate(keys):
+        rows_of.setdefault(key, []).append(index)
+    chats = {key: _chat_format(*key) for key in rows_of}
+    streams = [
+        _TextStream(chats[key], callback) for key, callback in zip(keys, on_text, strict=True)
+    ]
+    decodings = []
+    for key, indices in rows_of.items():
+        chat = chats[key]
+        stops = tuple(stop_ids(chat.tokenizer, chat.template))
+        decodings.append(
+            decode(
+                _sampling_policy(*key),
+                [chat.encode_prompt(messages)] * len(indices),
+                [dataclasses.replace(sides[i][1], stop_ids=stops) for i in indices],
+                pad_id=chat.tokenizer.pad_id or 0,
+            )
         )
-    pieces.append(stream.flush())
-    return "".join(pieces).strip(), completion
+    with _sampling:
+        results = generate_together(
+            decodings,
+            on_tokens=[
+                functools.partial(_push_rows, [streams[i] for i in indices])
+                for indices in rows_of.values()
+            ],
+        )
+    completions = {
+        index: completion
+        for indices, group in zip(rows_of.values(), results, strict=True)
+        for index, completion in zip(indices, group, strict=True)
+    }
+    return [(stream.finish(), completions[index]) for index, stream in enumerate(streams)]
+
+
+class _TextStream:
+    """One side's text as its tokens arrive."""
+
+    def __init__(self, chat: ChatFormat, on_text: OnText) -> None:
+        self._decoder = StreamDecoder(chat.tokenizer, skip_special_tokens=True)
+        self._stops = set(stop_ids(chat.tokenizer, chat.template))
+        self._on_text = on_text
+        self._pieces: list[str] = []
+        self._count = 0
+
+    def push(self, token: int) -> None:
+        self._count += token not in self._stops
+        self._pieces.append(self._decoder.push(token))
+        self._on_text("".join(self._pieces), self._count)
+
+    def finish(self) -> str:
+        self._pieces.append(self._decoder.flush())
+        return "".join(self._pieces).strip()
+
+
+def _push_rows(streams: list[_TextStream], tokens: list[int | None]) -> None:
+    for stream, token in zip(streams, tokens, strict=True):
+        if token is not None:
+            stream.push(token)
 
 
 @functools.lru_cache(maxsize=2)  # the batch's two variants, kept warm between tasks

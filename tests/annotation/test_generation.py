@@ -1,15 +1,26 @@
-"""The generate task on a real (tiny) model: both responses sampled, streamed, recorded; a
-dialogue continues from the reply the annotator preferred; a broken model fails visibly."""
+"""The generate task on a real (tiny) model: both responses sampled together, streamed with
+their token counts, recorded with why each ended; a dialogue continues from the reply the
+annotator preferred; a broken model fails visibly."""
 
 from __future__ import annotations
 
+import itertools
+import re
 import shutil
+import time
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from annotation import services
+from annotation import generation, services
 from annotation.models import Comparison, Response
+from modelcore.chat import Message
+from modelcore.sampling import SamplingParams
+from modelcore.tiny import save_tiny_model
+from rlhf.serving import sample_reply
 from tandem.celery import app
+from tests.django_fixtures import register
 
 
 @pytest.fixture
@@ -116,3 +127,85 @@ def test_a_model_that_cannot_load_fails_the_comparison_visibly(
             data=services.LabelInput("left", "better", "both_safe", 1),
         )
     assert Response.objects.filter(comparison=comparison, side="b", finish_reason="").exists()
+
+
+@pytest.fixture
+def two_versions(batch, artifacts_root):
+    """The batch serves two versions: the tiny model and another of its random draws."""
+    directory = save_tiny_model(artifacts_root / "models" / "tiny-other", seed=1, overwrite=True)
+    batch.model_b = register(directory, artifacts_root, "tiny-other")
+    batch.save()
+    return batch
+
+
+def streamed_counts(queries: CaptureQueriesContext) -> list[tuple[int, int]]:
+    """(response id, num_tokens) of every streaming write, in order: the UPDATEs that set text
+    and num_tokens only (the final write sets finish_reason too)."""
+    pattern = re.compile(r'"num_tokens" = (\d+) WHERE "annotation_response"\."id" = (\d+)')
+    return [
+        (int(match[2]), int(match[1]))
+        for query in queries.captured_queries
+        if (match := pattern.search(query["sql"]))
+    ]
+
+
+def test_both_sides_stream_their_text_and_token_counts_together(
+    two_versions, make_user, monkeypatch
+):
+    comparison = services.start_dialogue(
+        author=make_user("alice"), prompt="Name a colour.", guideline="helpfulness"
+    ).comparison
+    monkeypatch.setattr(generation, "STREAM_INTERVAL", 0)  # every token written
+    with CaptureQueriesContext(connection) as queries:
+        assert generation.generate(comparison.pk) == "ready"
+    writes = streamed_counts(queries)
+    responses = {r.pk: r for r in comparison.responses.select_related("model_version")}
+    for pk, response in responses.items():
+        counts = [count for written, count in writes if written == pk]
+        # One more token per write (a stop token adds none), up to the recorded count.
+        assert counts[0] == 1 and counts[-1] == response.num_tokens
+        assert all(b - a in (0, 1) for a, b in itertools.pairwise(counts))
+        alone, completion = sample_reply(
+            response.model_version,
+            [Message("user", "Name a colour.")],
+            SamplingParams(
+                max_new_tokens=response.max_new_tokens,
+                temperature=response.temperature,
+                top_p=response.top_p,
+                seed=response.seed,
+            ),
+            lambda _: None,
+        )
+        assert (response.text, response.finish_reason) == (alone, completion.finish_reason)
+    # The two versions advanced together: each side's first write came before the other's last.
+    order = [pk for pk, _ in writes]
+    for pk in responses:
+        other = next(o for o in responses if o != pk)
+        assert order.index(pk) < len(order) - 1 - order[::-1].index(other)
+
+
+def test_each_response_records_why_it_ended_and_streams_at_most_every_interval(batch, make_user):
+    # A prompt that leaves a little more room in the tiny model's context (1024 tokens) than
+    # the batch's replies need.
+    comparison = services.start_dialogue(
+        author=make_user("alice"), prompt="Repeat after me: " + "a " * 970, guideline="helpfulness"
+    ).comparison
+    assert 8 < 1024 - comparison.context_tokens < 40
+    # Budgets the batch would not give, to reach both limits: the length asked for, and the
+    # context before the length asked for.
+    Response.objects.filter(comparison=comparison, side="a").update(max_new_tokens=3, seed=1)
+    Response.objects.filter(comparison=comparison, side="b").update(max_new_tokens=5000, seed=2)
+    started = time.monotonic()
+    with CaptureQueriesContext(connection) as queries:
+        assert generation.generate(comparison.pk) == "ready"
+    elapsed = time.monotonic() - started
+    comparison.refresh_from_db()
+    short, long = comparison.responses.order_by("side")
+    assert (short.finish_reason, short.num_tokens) == ("length", 3)
+    assert (long.finish_reason, long.num_tokens) == ("context", 1024 - comparison.context_tokens)
+    assert 0 < short.generation_ms <= long.generation_ms
+    # The first tokens are written at once, later ones at most every STREAM_INTERVAL (a write
+    # updates each side that grew since the last).
+    writes = streamed_counts(queries)
+    assert writes[0] == (short.pk, 1)
+    assert len(writes) <= 2 * (1 + elapsed / generation.STREAM_INTERVAL)

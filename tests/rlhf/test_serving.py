@@ -1,5 +1,6 @@
 """rlhf.serving: the serving device from settings, a version's checkpoint loaded and checked
-against its recorded digest, its chat format, and sampling shared safely between threads."""
+against its recorded digest, its chat format, a comparison's pair sampled together, and
+sampling shared safely between threads."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from modelcore.chat import Message
 from modelcore.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from modelcore.model import LlamaLM
 from modelcore.sampling import SamplingParams
-from rlhf.serving import chat_format, load_version, sample_reply, serving_device
+from modelcore.tiny import save_tiny_model
+from rlhf.serving import chat_format, load_version, sample_replies, sample_reply, serving_device
 from tests.django_fixtures import register
 from tests.tandem.test_settings import run_django
 
@@ -83,3 +85,39 @@ def test_threads_sampling_with_one_model_take_turns(tiny_version):
         thread.join()
     assert not errors, errors
     assert len(results) == 4 and all(r == results[0] for r in results)  # same seed, same tokens
+
+
+@pytest.fixture
+def other_version(artifacts_root, db):
+    directory = save_tiny_model(artifacts_root / "models" / "tiny-other", seed=1, overwrite=True)
+    return register(directory, artifacts_root, "tiny-other")
+
+
+@pytest.mark.parametrize("two_versions", [False, True], ids=["one version", "two versions"])
+def test_a_pair_sampled_together_equals_each_reply_alone(
+    settings, tiny_version, other_version, two_versions
+):
+    """One version at two temperatures is one batch of two rows; two versions advance a token
+    each in turn. Either way each side is what it would be alone, and streams as it grows."""
+    settings.SERVING_DEVICE = "cpu"
+    messages = [Message("user", "Name a colour.")]
+    sides = [
+        (tiny_version, SamplingParams(max_new_tokens=12, temperature=0.7, top_p=0.9, seed=4)),
+        (
+            other_version if two_versions else tiny_version,
+            SamplingParams(max_new_tokens=9, temperature=1.0, seed=5),
+        ),
+    ]
+    streamed: list[list[tuple[str, int]]] = [[], []]
+    pair = sample_replies(
+        messages,
+        sides,
+        [lambda text, count, side=side: streamed[side].append((text, count)) for side in (0, 1)],
+    )
+    for (version, params), (text, completion), seen in zip(sides, pair, streamed, strict=True):
+        alone_text, alone = sample_reply(version, messages, params, lambda _: None)
+        assert (text, completion.tokens) == (alone_text, alone.tokens)
+        assert completion.finish_reason == "length"  # random weights: no end-of-turn token
+        assert [count for _, count in seen] == list(range(1, params.max_new_tokens + 1))
+        assert text.startswith(seen[-1][0].strip())
+    assert pair[0][0] != pair[1][0]

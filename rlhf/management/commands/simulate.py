@@ -3,6 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.services import AnnotationError
 from rlhf.models import Iteration
 from rlhf.simulation.annotators import MODES, SimulationError
 from rlhf.simulation.weeks import SimulationConfig, simulate
@@ -115,7 +116,9 @@ class Command(BaseCommand):
         )
         try:
             simulate(config, progress=self.stdout.write)
-        except SimulationError as error:
+        # AnnotationError: the services refused what the configuration makes them write (a
+        # --max-new-tokens that leaves a prompt no room in the model's context).
+        except (SimulationError, AnnotationError) as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"report: {config.report / 'report.html'}")
 

@@ -260,8 +260,9 @@ ANNOTATION_GOLD_FLOOR = env.get_float("ANNOTATION_GOLD_FLOOR", 0.8, minimum=0.0,
 # the CPU.
 SERVING_DEVICE = env.get_choice("SERVING_DEVICE", "auto", ("auto", "cpu", "cuda"))
 # How models sample there (modelcore.sampling_modes): "auto" is the fastest mode that keeps the
-# model's answers, int8 weights on a CPU and the CUDA-graph decoding step on a GPU; "reference"
-# samples with the weights as loaded. A mode made for the other device stops start-up.
+# model's answers, int8 weights with a compiled decoding step on a CPU and the CUDA-graph step on
+# a GPU; "reference" samples with the weights as loaded. A mode for the other device stops
+# start-up.
 SERVING_SAMPLING_MODE = env.get_choice("SERVING_SAMPLING_MODE", "auto", SAMPLING_MODES)
 if "auto" not in (SERVING_DEVICE, SERVING_SAMPLING_MODE):
     try:

@@ -61,7 +61,7 @@ def test_the_embedded_default_serves_a_pair():
     assert (result["benchmark"], result["new_tokens"], result["mode"]) == (
         "serve_pair",
         NEW_TOKENS,
-        "int8",
+        "int8-compiled",
     )
     assert set(result["configurations"]) == {"embedded"}
     check_figures(result["configurations"]["embedded"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from modelcore.compiled_decode import CompiledDecoding
 from modelcore.cpu_sampling import Int8Linear, PackedLinear, int8_supported
 from rlhf.serving import _sampling_policy
 from tests.tandem.test_settings import run_django
@@ -21,8 +22,8 @@ def test_an_unknown_mode_stops_start_up(tmp_path):
     result = run_django("", tmp_path, DEBUG="1", SERVING_SAMPLING_MODE="fast")
     assert result.returncode != 0
     assert (
-        "SERVING_SAMPLING_MODE='fast': expected one of auto, reference, int8, cuda-graphs"
-        in result.stderr
+        "SERVING_SAMPLING_MODE='fast': expected one of auto, reference, int8, int8-compiled, "
+        "cuda-graphs" in result.stderr
     )
 
 
@@ -34,21 +35,25 @@ def test_a_mode_for_the_other_device_stops_start_up(tmp_path):
     assert "sampling mode 'cuda-graphs' runs on cuda, not on cpu" in result.stderr
 
 
+AVX2 = int8_supported()
+needs_avx2 = pytest.mark.skipif(not AVX2, reason="the int8 kernel needs an AVX2 CPU")
+
+
 @pytest.mark.parametrize(
-    ("mode", "layer"),
+    ("mode", "layer", "compiled"),
     [
-        ("auto", Int8Linear if int8_supported() else PackedLinear),
-        pytest.param(
-            "int8",
-            Int8Linear,
-            marks=pytest.mark.skipif(not int8_supported(), reason="needs an AVX2 CPU"),
-        ),
-        ("reference", PackedLinear),
+        ("auto", Int8Linear if AVX2 else PackedLinear, AVX2),  # int8-compiled on this CPU
+        pytest.param("int8", Int8Linear, False, marks=needs_avx2),
+        ("reference", PackedLinear, False),
     ],
 )
-def test_a_model_is_prepared_once_in_the_mode(settings, tiny_version, fresh_policies, mode, layer):
+def test_a_model_is_prepared_once_in_the_mode(
+    settings, tiny_version, fresh_policies, mode, layer, compiled
+):
     settings.SERVING_DEVICE, settings.SERVING_SAMPLING_MODE = "cpu", mode
     policy = _sampling_policy(str(tiny_version.directory), tiny_version.sha256)
-    assert isinstance(policy.lm_head, layer)
+    assert isinstance(policy, CompiledDecoding) == compiled
+    model = policy.model if compiled else policy
+    assert isinstance(model.lm_head, layer)
     # The next task finds the same prepared model: kept warm, not loaded again.
     assert _sampling_policy(str(tiny_version.directory), tiny_version.sha256) is policy

@@ -197,7 +197,8 @@ def _push_rows(streams: list[_TextStream], tokens: list[int | None]) -> None:
 
 @functools.lru_cache(maxsize=2)  # the batch's two variants, kept warm between tasks
 def _sampling_policy(directory: str, sha256: str) -> LlamaLM | CompiledDecoding:
-    # Prepared once per process in settings.SERVING_SAMPLING_MODE; a compiled mode compiles
-    # here, while the model loads, not at an annotator's first token.
+    # Prepared once per process in settings.SERVING_SAMPLING_MODE. A compiled mode compiles
+    # here, as the model loads, before its first sampled token: the first comparison a fresh
+    # worker samples waits for it (tens of seconds on a CPU), later ones replay the compiled step.
     model = _load(Path(directory), sha256, serving_device()).model.eval()
     return prepare_for_sampling(model, settings.SERVING_SAMPLING_MODE)

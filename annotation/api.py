@@ -50,7 +50,7 @@ _LOOK_UP = object()
 
 # The finish reasons of a response that the length limit or the model's context stopped before
 # the model ended it: the page marks it as cut off.
-CUT_OFF = frozenset({"length", "context"})
+CUT_OFF = frozenset({SampledResponse.FinishReason.LENGTH, SampledResponse.FinishReason.CONTEXT})
 
 
 def response_json(response: SampledResponse) -> dict:

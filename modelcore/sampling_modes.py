@@ -9,9 +9,12 @@
   40 s of compiling per shape while the model loads.
 - cuda-graphs (GPU): the one-token decoding step compiled and replayed as a CUDA graph
   (`modelcore.compiled_decode`).
-- auto: the fastest mode that keeps the model's answers on the model's device: int8-compiled
-  on a CPU (reference on one without AVX2), cuda-graphs on a GPU. How close int8 stays to float32 is
-  pinned on the real SmolLM2 weights by tests/modelcore/test_sampling_modes.py.
+- auto: the fastest mode that keeps the model's answers and serves a worker's first prompt
+  without a wait: int8 on a CPU (reference on one without AVX2), cuda-graphs on a GPU. On a CPU
+  int8-compiled is faster once compiled, but a worker that (re)starts compiles for tens of
+  seconds before its first token (a fault's recovery, a deploy), and two cores compiling starve
+  the sampling beside them: it is there for a worker that serves long. How close int8 stays to
+  float32 is pinned on the real SmolLM2 weights by tests/modelcore/test_sampling_modes.py.
 
 The names are read by Tandem's settings, which must not load PyTorch, so this module imports
 the sampling code only where it is needed.
@@ -39,7 +42,7 @@ def resolve_mode(mode: str, device_type: str) -> str:
         if device_type == "cpu":
             from modelcore.cpu_sampling import int8_supported
 
-            return "int8-compiled" if int8_supported() else "reference"
+            return "int8" if int8_supported() else "reference"
         return "cuda-graphs" if device_type == "cuda" else "reference"
     needed = MODE_DEVICES.get(mode)
     if needed is not None and needed != device_type:

@@ -19,6 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from modelcore.cpu_sampling import int8_supported
+
 REPO = Path(__file__).resolve().parents[2]
 NEW_TOKENS = 8
 
@@ -61,7 +63,7 @@ def test_the_embedded_default_serves_a_pair():
     assert (result["benchmark"], result["new_tokens"], result["mode"]) == (
         "serve_pair",
         NEW_TOKENS,
-        "int8-compiled",
+        "int8" if int8_supported() else "reference",
     )
     assert set(result["configurations"]) == {"embedded"}
     check_figures(result["configurations"]["embedded"])

@@ -181,12 +181,19 @@ class _TextStream:
 
     def push(self, token: int) -> None:
         self._count += token not in self._stops
-        self._pieces.append(self._decoder.push(token))
+        self._pieces.append(_storable(self._decoder.push(token)))
         self._on_text("".join(self._pieces), self._count)
 
     def finish(self) -> str:
-        self._pieces.append(self._decoder.flush())
+        self._pieces.append(_storable(self._decoder.flush()))
         return "".join(self._pieces).strip()
+
+
+def _storable(piece: str) -> str:
+    # A byte-level vocabulary has a token for the NUL byte, which a model may sample, and
+    # PostgreSQL refuses NUL in text: it is shown and stored as the replacement character. (The
+    # decoder replaces invalid UTF-8, so no lone surrogate comes out of it.)
+    return piece.replace("\x00", "\ufffd")
 
 
 def _push_rows(streams: list[_TextStream], tokens: list[int | None]) -> None:

@@ -67,6 +67,21 @@ def batch(tiny_version):
 
 
 @pytest.fixture
+def eager_tasks(settings):
+    """Tasks run in the caller when their transaction commits (the worker's code, inline)."""
+    from tandem.celery import app
+
+    # The lease's heartbeat thread has a connection of its own, which on PostgreSQL cannot see
+    # this test's uncommitted rows: a beat would find the lease gone and stop a run that takes
+    # longer than one interval (the first run of a process loads the model). None comes.
+    settings.GENERATION_HEARTBEAT_SECONDS = 3600
+    settings.GENERATION_STALE_SECONDS = 10_000
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
 def make_user(db):
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group

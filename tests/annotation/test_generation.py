@@ -19,16 +19,7 @@ from modelcore.chat import Message
 from modelcore.sampling import SamplingParams
 from modelcore.tiny import save_tiny_model
 from rlhf.serving import sample_reply
-from tandem.celery import app
 from tests.django_fixtures import register
-
-
-@pytest.fixture
-def eager_tasks():
-    """Tasks run in the caller when their transaction commits (the worker's code, inline)."""
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
 
 
 def test_both_responses_are_sampled_and_recorded(

@@ -10,22 +10,8 @@ from rest_framework.test import APIClient
 from annotation import services
 from annotation.models import Assignment, Batch, Comparison, Response
 from rlhf.train import faults
-from tandem.celery import app
 
 API = "/annotate/api"
-
-
-@pytest.fixture
-def eager_tasks(settings):
-    """Tasks run in the caller when their transaction commits (the worker's code, inline)."""
-    # The lease's heartbeat thread has a connection of its own, which on PostgreSQL cannot see
-    # this test's uncommitted rows: a beat would find the lease gone and stop a run that takes
-    # longer than one interval (the first run of a process loads the model). None comes.
-    settings.GENERATION_HEARTBEAT_SECONDS = 3600
-    settings.GENERATION_STALE_SECONDS = 10_000
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
 
 
 def logged_in(user) -> APIClient:

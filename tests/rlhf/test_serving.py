@@ -16,7 +16,14 @@ from modelcore.checkpoint import CheckpointError, load_checkpoint, save_checkpoi
 from modelcore.model import LlamaLM
 from modelcore.sampling import SamplingParams
 from modelcore.tiny import save_tiny_model
-from rlhf.serving import chat_format, load_version, sample_replies, sample_reply, serving_device
+from rlhf.serving import (
+    _TextStream,
+    chat_format,
+    load_version,
+    sample_replies,
+    sample_reply,
+    serving_device,
+)
 from tests.django_fixtures import register
 from tests.tandem.test_settings import run_django
 
@@ -121,3 +128,16 @@ def test_a_pair_sampled_together_equals_each_reply_alone(
         assert [count for _, count in seen] == list(range(1, params.max_new_tokens + 1))
         assert text.startswith(seen[-1][0].strip())
     assert pair[0][0] != pair[1][0]
+
+
+def test_a_sampled_nul_byte_is_stored_as_the_replacement_character(tiny_version):
+    # The tiny model once sampled the NUL byte's token for a test's prompt, and PostgreSQL
+    # refused the text: the worker failed the comparison.
+    chat = chat_format(tiny_version)
+    ids = chat.tokenizer.encode("a\x00b")
+    seen = []
+    stream = _TextStream(chat, lambda text, count: seen.append(text))
+    for token in ids:
+        stream.push(token)
+    assert stream.finish() == "a\ufffdb"
+    assert all("\x00" not in text for text in seen)

@@ -31,29 +31,33 @@ ITERATION_STEPS = {
 }
 
 
+def simulate(tmp_path, **options) -> str:
+    """Run the command small and fast (the tiny model, 8 tokens, the stages' FAST settings) with
+    its report in tmp_path/report; returns what it printed."""
+    out = io.StringIO()
+    call_command(
+        "simulate",
+        seed=3,
+        hyperparameters=json.dumps(FAST),
+        max_new_tokens=8,
+        heldout_share=0.5,
+        timeout=240,
+        report=tmp_path / "report",
+        stdout=out,
+        **options,
+    )
+    return out.getvalue()
+
+
 def test_two_simulated_weeks_publish_a_version_each(
     transactional_db, tiny_version, celery_worker, train_workers, tmp_path
 ):
     Batch.objects.create(name="sim-start", model_a=tiny_version, model_b=tiny_version)
     celery_worker.wait_ready()
     train_workers()
-    out = io.StringIO()
-    call_command(
-        "simulate",
-        weeks=2,
-        annotators=2,
-        prompts_per_week=6,
-        seed=3,
-        edit_rate=0.5,
-        hyperparameters=json.dumps(FAST),
-        eval_prompts=3,
-        max_new_tokens=8,
-        heldout_share=0.5,
-        timeout=240,
-        report=tmp_path / "report",
-        stdout=out,
+    log = simulate(
+        tmp_path, weeks=2, annotators=2, prompts_per_week=6, edit_rate=0.5, eval_prompts=3
     )
-    log = out.getvalue()
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     # Progress was shown, for the annotation and for each iteration's steps (ids are the
     # database's: earlier tests of the run created iterations too).
@@ -127,24 +131,9 @@ def test_a_queue_week_labels_the_imported_prompts_claim_by_claim(
     Batch.objects.create(name="sim-queue", model_a=tiny_version, model_b=tiny_version)
     celery_worker.wait_ready()
     train_workers()
-    out = io.StringIO()
-    call_command(
-        "simulate",
-        weeks=1,
-        annotators=2,
-        prompts_per_week=4,
-        mode="queue",
-        overlap=2,
-        seed=3,
-        hyperparameters=json.dumps(FAST),
-        eval_prompts=1,
-        max_new_tokens=8,
-        heldout_share=0.5,
-        timeout=240,
-        report=tmp_path / "report",
-        stdout=out,
+    log = simulate(
+        tmp_path, weeks=1, annotators=2, prompts_per_week=4, mode="queue", overlap=2, eval_prompts=1
     )
-    log = out.getvalue()
     assert "week 1/1: imported 4 prompts, 8 places" in log and "week 1/1: 8/8 labelled" in log, log
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert set(report) == REPORT_KEYS

@@ -5,6 +5,10 @@ formatting tokens (end of turn and other special tokens) are masked out of both,
 reference log-probabilities come from one pass of the initial policy before training
 (reference_logprobs.pt in the run directory, so a resumed run reuses them). Held-out pairs give
 the chosen-minus-rejected log-probability margin before and after.
+
+A pair is one row, for the policy and for the reference: the prompt once, then the chosen and
+the rejected response, each attending to the prompt and to itself only (`encoding.SharedPrompt`),
+so the prompt runs once per pair instead of twice.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from torch import nn
 from modelcore.model import LlamaLM
 from modelcore.tokenizer import Tokenizer
 from rlhf.train.data import MARGINS, read_comparisons, split_heldout
-from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, content_mask, token_logprobs
+from rlhf.train.encoding import (
+    ChatEncoder,
+    Exchange,
+    PackedBatch,
+    SharedPrompt,
+    content_mask,
+    packed_batch,
+    token_logprobs,
+)
 from rlhf.train.fitting import FitConfig, fit
 from rlhf.train.losses import chosen_nll, dpo_loss
 from rlhf.train.runs import Progress, Run, TrainConfig, doc
@@ -43,9 +55,22 @@ class DPOConfig(FitConfig, TrainConfig):
 
 @dataclass
 class PreferenceBatch:
-    sequences: TokenBatch  # chosen responses, then rejected ones
+    rows: PackedBatch  # one row per pair: its prompt, chosen, rejected
     mask: torch.Tensor  # the content tokens the loss covers
     reference: torch.Tensor  # [B, 2]: reference log-probabilities of chosen, rejected
+
+    def logprobs(self, model: LlamaLM) -> torch.Tensor:
+        """Summed log-probabilities of the content tokens of chosen and rejected: [B, 2]."""
+        rows = self.rows
+        per_token = token_logprobs(
+            model,
+            rows.tokens,
+            self.mask,
+            previous=rows.previous,
+            positions=rows.positions,
+            mask=rows.attention_mask,
+        )
+        return rows.per_exchange(per_token).view(-1, 2)
 
 
 class DPOObjective(nn.Module):
@@ -56,13 +81,12 @@ class DPOObjective(nn.Module):
         self.nll_weight = nll_weight
 
     def forward(self, batch: PreferenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        # Chosen and rejected in one forward pass, as torchtune does.
-        logprobs = token_logprobs(self.model, batch.sequences.tokens, batch.mask).sum(1)
-        chosen, rejected = logprobs.chunk(2)
+        chosen, rejected = batch.logprobs(self.model).unbind(1)
         preference = dpo_loss(
             chosen, rejected, batch.reference[:, 0], batch.reference[:, 1], self.beta
         )
-        nll = chosen_nll(chosen, batch.mask.chunk(2)[0].sum(1))
+        tokens = batch.rows.per_exchange(batch.mask.to(chosen.dtype)).view(-1, 2)[:, 0]
+        nll = chosen_nll(chosen, tokens)
         implicit = (chosen - batch.reference[:, 0]) - (rejected - batch.reference[:, 1])
         return (preference + self.nll_weight * nll).sum(), {
             "dpo_loss": preference.sum(),
@@ -140,8 +164,9 @@ def preference_batch(
     pad_id: int,
     device: torch.device,
 ) -> PreferenceBatch:
-    sequences = TokenBatch.of([c for c, _ in pairs] + [r for _, r in pairs], pad_id, device)
-    return PreferenceBatch(sequences, content_mask(sequences, tokenizer), reference.to(device))
+    rows = packed_batch([[SharedPrompt(pair)] for pair in pairs], pad_id, device)
+    mask = content_mask(rows.tokens, rows.target_mask, tokenizer)
+    return PreferenceBatch(rows, mask, reference.to(device))
 
 
 @torch.no_grad()
@@ -158,6 +183,5 @@ def pair_logprobs(
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         batch = preference_batch(chunk, torch.zeros(len(chunk), 2), tokenizer, pad_id, device)
-        sums = token_logprobs(model, batch.sequences.tokens, batch.mask).sum(1).float().cpu()
-        out.append(torch.stack(sums.chunk(2), dim=1))
+        out.append(batch.logprobs(model).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 2)

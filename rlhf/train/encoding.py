@@ -25,6 +25,10 @@ class Exchange:
     prompt_len: int  # ids[prompt_len:] is the response, through its end-of-turn token
 
     @property
+    def prompt(self) -> list[int]:
+        return self.ids[: self.prompt_len]
+
+    @property
     def response(self) -> list[int]:
         return self.ids[self.prompt_len :]
 
@@ -86,17 +90,66 @@ class TokenBatch:
         return cls(tokens.to(device), lengths.to(device), mask.to(device))
 
 
+@dataclass(frozen=True)
+class SharedPrompt:
+    """Exchanges of one prompt laid out as the prompt once, then each response after it.
+
+    Each response attends to the prompt and to itself only, and its positions continue from the
+    prompt's end, so it computes what it would in a row of its own (Llama 3 trains its reward
+    model on such rows) while the prompt runs once.
+    """
+
+    exchanges: tuple[Exchange, ...]
+
+    def __post_init__(self) -> None:
+        if not self.exchanges or any(e.prompt != self.prompt for e in self.exchanges):
+            raise ValueError("the exchanges of a shared prompt must all have that prompt")
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.exchanges[0].prompt
+
+    def __len__(self) -> int:
+        return len(self.prompt) + sum(len(e.response) for e in self.exchanges)
+
+
+def share_prompts(exchanges: Sequence[Exchange]) -> list[SharedPrompt]:
+    """The exchanges in order, each run of them with the same prompt sharing it."""
+    groups: list[list[Exchange]] = []
+    for exchange in exchanges:
+        if groups and groups[-1][0].prompt == exchange.prompt:
+            groups[-1].append(exchange)
+        else:
+            groups.append([exchange])
+    return [SharedPrompt(tuple(group)) for group in groups]
+
+
 @dataclass
 class PackedBatch:
-    """Several exchanges per row, each attending only to itself and with positions from 0.
+    """Rows of prompts and responses, each exchange attending only to itself (its prompt, which
+    it may share with others, and its own response) and with positions from 0.
 
-    tokens, positions and target_mask [B, L]; attention_mask boolean [B, 1, L, L].
+    tokens, positions and target_mask (the response tokens) [B, L]; attention_mask boolean
+    [B, 1, L, L]. previous [B, L]: the index in its row of the token each token follows (-1 at
+    the start of a prompt): a response's first token follows its prompt's last one, which is
+    not the token before it once responses share a prompt. exchange [B, L]: the batch-wide index
+    of the exchange each response token belongs to (-1 elsewhere), counted row by row in the
+    order given; last [N]: where each exchange's last token is in the flattened [B * L] tokens.
     """
 
     tokens: torch.Tensor
     positions: torch.Tensor
     target_mask: torch.Tensor
     attention_mask: torch.Tensor
+    previous: torch.Tensor
+    exchange: torch.Tensor
+    last: torch.Tensor
+
+    def per_exchange(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of `values` [B, L] over each exchange's response tokens: [N]."""
+        on = self.exchange >= 0
+        out = torch.zeros(len(self.last), dtype=values.dtype, device=values.device)
+        return out.index_add(0, self.exchange[on], values[on])
 
 
 def pack(exchanges: Sequence[Exchange], length: int) -> list[list[Exchange]]:
@@ -115,27 +168,52 @@ def pack(exchanges: Sequence[Exchange], length: int) -> list[list[Exchange]]:
 
 
 def packed_batch(
-    rows: Sequence[Sequence[Exchange]], pad_id: int, device: torch.device
+    rows: Sequence[Sequence[Exchange | SharedPrompt]], pad_id: int, device: torch.device
 ) -> PackedBatch:
-    width = max(sum(len(e.ids) for e in row) for row in rows)
+    """The rows as tensors; an exchange in a row is a shared prompt of one."""
+    grouped = [[g if isinstance(g, SharedPrompt) else SharedPrompt((g,)) for g in r] for r in rows]
+    width = max(sum(len(g) for g in row) for row in grouped)
     tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
     positions = torch.zeros(len(rows), width, dtype=torch.long)
-    targets = torch.zeros(len(rows), width, dtype=torch.bool)
-    segments = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
-    for r, row in enumerate(rows):
+    previous = torch.arange(-1, width - 1).repeat(len(rows), 1)
+    exchange = torch.full((len(rows), width), -1, dtype=torch.long)
+    # Which prompt a token belongs to (-1: padding) and which of its responses (-1: the prompt).
+    prompts = torch.full((len(rows), width), -1, dtype=torch.long)
+    branches = torch.full((len(rows), width), -1, dtype=torch.long)
+    last: list[int] = []
+    for r, row in enumerate(grouped):
         start = 0
-        for index, exchange in enumerate(row):
-            end = start + len(exchange.ids)
-            tokens[r, start:end] = torch.tensor(exchange.ids)
-            positions[r, start:end] = torch.arange(len(exchange.ids))
-            targets[r, start + exchange.prompt_len : end] = True
-            segments[r, start:end] = index
+        for index, group in enumerate(row):
+            prompt = group.prompt
+            end = start + len(prompt)
+            tokens[r, start:end] = torch.tensor(prompt, dtype=torch.long)
+            positions[r, start:end] = torch.arange(len(prompt))
+            previous[r, start] = -1
+            prompts[r, start:end] = index
+            for branch, member in enumerate(group.exchanges):
+                begin, end = end, end + len(member.response)
+                tokens[r, begin:end] = torch.tensor(member.response, dtype=torch.long)
+                positions[r, begin:end] = torch.arange(len(prompt), len(member.ids))
+                previous[r, begin] = start + len(prompt) - 1 if prompt else -1
+                prompts[r, begin:end] = index
+                branches[r, begin:end] = branch
+                exchange[r, begin:end] = len(last)
+                last.append(r * width + end - 1)
             start = end
     causal = torch.ones(width, width, dtype=torch.bool).tril()
-    # Padding forms one more segment, so no query row is fully masked (which would give NaN).
-    attention = (segments[:, :, None] == segments[:, None, :]) & causal
+    # A query sees its own prompt and its own response. Padding forms one more prompt, so no
+    # query row is fully masked (which would give NaN).
+    same_prompt = prompts[:, :, None] == prompts[:, None, :]
+    visible = (branches[:, None, :] == -1) | (branches[:, :, None] == branches[:, None, :])
+    attention = same_prompt & visible & causal
     return PackedBatch(
-        tokens.to(device), positions.to(device), targets.to(device), attention[:, None].to(device)
+        tokens.to(device),
+        positions.to(device),
+        (exchange >= 0).to(device),
+        attention[:, None].to(device),
+        previous.to(device),
+        exchange.to(device),
+        torch.tensor(last, dtype=torch.long, device=device),
     )
 
 
@@ -143,24 +221,32 @@ def token_logprobs(
     model: LlamaLM,
     tokens: torch.Tensor,
     targets: torch.Tensor,
+    *,
+    previous: torch.Tensor | None = None,
     **decoder_kwargs: torch.Tensor,
 ) -> torch.Tensor:
-    """log π(token t | tokens < t) where `targets` [B, T] is True (t ≥ 1), zero elsewhere: [B, T].
+    """log π(token t | the tokens it follows) where `targets` [B, T] is True, zero elsewhere:
+    [B, T]. `previous` [B, T] is the index of the token each one follows (default t - 1, so
+    token 0 is never a target; see `PackedBatch`).
 
     The LM head runs only on the positions that predict a masked token: on responses a fraction
     of the sequence, and the head is a fifth of SmolLM2's compute per token.
     """
     hidden = model.decoder(tokens, **decoder_kwargs)
-    predicts = targets[:, 1:]
-    logits = model.lm_head(hidden[:, :-1][predicts]).float()
-    picked = logits.log_softmax(-1).gather(1, tokens[:, 1:][predicts][:, None]).squeeze(1)
+    if previous is None:
+        previous = torch.arange(-1, tokens.shape[1] - 1, device=tokens.device).expand_as(tokens)
+    rows, columns = (targets & (previous >= 0)).nonzero(as_tuple=True)
+    logits = model.lm_head(hidden[rows, previous[rows, columns]]).float()
+    picked = logits.log_softmax(-1).gather(1, tokens[rows, columns][:, None]).squeeze(1)
     out = torch.zeros(tokens.shape, dtype=picked.dtype, device=tokens.device)
-    out[:, 1:][predicts] = picked
+    out[rows, columns] = picked
     return out
 
 
-def content_mask(batch: TokenBatch, tokenizer: Tokenizer) -> torch.Tensor:
+def content_mask(
+    tokens: torch.Tensor, response_mask: torch.Tensor, tokenizer: Tokenizer
+) -> torch.Tensor:
     """The response mask without special tokens (end of turn and the like): Llama 3 masks the
     formatting tokens out of the DPO loss, so the loss is about what was said."""
-    special = torch.tensor(sorted(tokenizer.special_ids), device=batch.tokens.device)
-    return batch.response_mask & ~torch.isin(batch.tokens, special)
+    special = torch.tensor(sorted(tokenizer.special_ids), device=tokens.device)
+    return response_mask & ~torch.isin(tokens, special)

@@ -5,6 +5,11 @@ on ranked pairs with the margin loss -log σ(r(x, y_c) - r(x, y_r) - m(r)), cosi
 peak lr after a warm-up of 3% of the steps, at least 5 (Llama 2, section 3.2.2). Held-out rows
 are never trained on; they give the accuracy overall and per strength level, and for the safety
 RM the precision and recall of "unsafe" at the 0.15 threshold.
+
+A comparison trains as one row, as Llama 3 does: its prompt once, then its responses (edited,
+chosen, rejected) in a seeded random order, each attending to the prompt and to itself only
+(`encoding.SharedPrompt`), so each score is the one a row of its own would give while the
+prompt runs once instead of twice per pair. The loss is still the mean over ranked pairs.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from torch import nn
 
 from modelcore.model import ScalarModel
 from rlhf.train.data import GUIDELINES, MARGINS, Comparison, read_comparisons, split_heldout
-from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch
+from rlhf.train.encoding import ChatEncoder, Exchange, PackedBatch, packed_batch, share_prompts
 from rlhf.train.fitting import FitConfig, fit
 from rlhf.train.judge import score_exchanges
 from rlhf.train.losses import UNSAFE_THRESHOLD, margin_ranking_loss
@@ -36,8 +41,14 @@ class RewardConfig(FitConfig, TrainConfig):
     target: str = field(default="helpfulness", metadata=doc("helpfulness or safety"))
     margin: str = field(default="small", metadata=doc("margin scheme: small, large or none"))
     epochs: int = field(default=1, metadata=doc("passes over the pairs (Llama 2: 1)"))
-    batch_size: int = field(default=32, metadata=doc("pairs per optimizer step"))
-    micro_batch_size: int = field(default=8, metadata=doc("pairs per forward pass"))
+    batch_size: int = field(
+        default=32,
+        metadata=doc(
+            "comparisons per optimizer step, each one row holding its 1 ranked pair "
+            "(3 with an edited response); the loss is the mean over those pairs"
+        ),
+    )
+    micro_batch_size: int = field(default=8, metadata=doc("comparisons per forward pass"))
     lr: float = field(default=1e-5, metadata=doc("peak learning rate (Llama 2: 1e-5)"))
     warmup_steps: int | None = field(
         default=None, metadata=doc("warm-up steps; none: 3% of the steps, at least 5 (Llama 2)")
@@ -52,10 +63,34 @@ class RankedPair:
     margin: float
 
 
+@dataclass(frozen=True)
+class RankedRow:
+    """The distinct responses of some ranked pairs, and the pairs as indices into them."""
+
+    exchanges: tuple[Exchange, ...]
+    pairs: tuple[tuple[int, int, float], ...]  # better, worse, margin
+
+    @classmethod
+    def of(cls, pairs: Sequence[RankedPair], rng: random.Random | None = None) -> RankedRow:
+        """The row of `pairs`, its responses shuffled by `rng` (else in order of appearance)."""
+        exchanges: list[Exchange] = []
+        for exchange in (e for p in pairs for e in (p.better, p.worse)):
+            if exchange not in exchanges:
+                exchanges.append(exchange)
+        if rng is not None:
+            rng.shuffle(exchanges)
+        indices = tuple(
+            (exchanges.index(p.better), exchanges.index(p.worse), p.margin) for p in pairs
+        )
+        return cls(tuple(exchanges), indices)
+
+
 @dataclass
-class PairBatch:
-    sequences: TokenBatch  # the better responses, then the worse ones
-    margins: torch.Tensor
+class RankingBatch:
+    rows: PackedBatch  # every response of every row, in the rows' order
+    better: torch.Tensor  # [P]: which response of `rows` each pair ranks higher
+    worse: torch.Tensor  # [P]
+    margins: torch.Tensor  # [P]
 
 
 class RankingObjective(nn.Module):
@@ -63,9 +98,11 @@ class RankingObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: PairBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        rewards = self.model.reward(batch.sequences.tokens, batch.sequences.lengths).float()
-        better, worse = rewards.chunk(2)
+    def forward(self, batch: RankingBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        rows = batch.rows
+        values = self.model(rows.tokens, positions=rows.positions, mask=rows.attention_mask)
+        scores = values.flatten()[rows.last].float()  # each response's score at its last token
+        better, worse = scores[batch.better], scores[batch.worse]
         losses = margin_ranking_loss(better, worse, batch.margins)
         return losses.sum(), {"accuracy": (better > worse).float().sum()}
 
@@ -95,13 +132,16 @@ def train_reward_model(config: RewardConfig, progress: Progress | None = None) -
     del policy
     run.make_trainable(model)
     encoder = ChatEncoder(tokenizer, config.chat_template)
-    pairs, skipped = ranked_pairs(encoder, mixed, MARGINS[config.margin], config.max_seq_len)
+    rows, skipped = ranked_rows(
+        encoder, mixed, MARGINS[config.margin], config.max_seq_len, config.seed
+    )
 
     fitted = fit(
         run,
         RankingObjective(model),
-        pairs,
-        collate=lambda part: pair_batch(part, encoder.pad_id, run.device),
+        rows,
+        collate=lambda part: ranking_batch(part, encoder.pad_id, run.device),
+        denominator=lambda batch: sum(len(row.pairs) for row in batch),  # a mean over pairs
     )
     if fitted.history.stopped:
         return {"stopped": True, "history": fitted.history.steps}
@@ -110,7 +150,7 @@ def train_reward_model(config: RewardConfig, progress: Progress | None = None) -
         metrics: dict[str, Any] = {
             "target": config.target,
             "train_rows": len(mixed),
-            "train_pairs": len(pairs),
+            "train_pairs": sum(len(row.pairs) for row in rows),
             "skipped_too_long": skipped,
             "steps": fitted.steps,
             **count_parameters(model),
@@ -123,28 +163,48 @@ def train_reward_model(config: RewardConfig, progress: Progress | None = None) -
     return run.finish({**metrics, "history": fitted.history.steps})
 
 
-def ranked_pairs(
+def ranked_rows(
     encoder: ChatEncoder,
     rows: Sequence[Comparison],
     margins: dict[str, float],
     max_len: int,
-) -> tuple[list[RankedPair], int]:
-    """Every ranked pair of the rows, tokenized; and how many were left out as too long."""
-    pairs, skipped = [], 0
+    seed: int,
+) -> tuple[list[RankedRow], int]:
+    """One row per comparison with its ranked pairs, tokenized, responses in an order seeded by
+    `seed`; and how many pairs were left out as too long (an exchange, prompt and one response,
+    over `max_len` tokens: what each response sees, so a row may be longer)."""
+    rng = random.Random(seed)
+    out, skipped = [], 0
     for row in rows:
-        for better, worse, margin in row.ranked_pairs(margins):
-            pair = RankedPair(encoder.exchange(row, better), encoder.exchange(row, worse), margin)
-            if max(len(pair.better.ids), len(pair.worse.ids)) > max_len:
-                skipped += 1
-            else:
-                pairs.append(pair)
-    return pairs, skipped
+        ranked = row.ranked_pairs(margins)
+        texts = dict.fromkeys(text for better, worse, _ in ranked for text in (better, worse))
+        encoded = {text: encoder.exchange(row, text) for text in texts}
+        pairs = [RankedPair(encoded[better], encoded[worse], m) for better, worse, m in ranked]
+        kept = [p for p in pairs if max(len(p.better.ids), len(p.worse.ids)) <= max_len]
+        skipped += len(pairs) - len(kept)
+        if kept:
+            out.append(RankedRow.of(kept, rng))
+    return out, skipped
 
 
-def pair_batch(pairs: Sequence[RankedPair], pad_id: int, device: torch.device) -> PairBatch:
-    sequences = [p.better for p in pairs] + [p.worse for p in pairs]
-    margins = torch.tensor([p.margin for p in pairs], device=device)
-    return PairBatch(TokenBatch.of(sequences, pad_id, device), margins)
+def ranking_batch(rows: Sequence[RankedRow], pad_id: int, device: torch.device) -> RankingBatch:
+    packed = packed_batch([share_prompts(row.exchanges) for row in rows], pad_id, device)
+    pairs, offset = [], 0
+    for row in rows:
+        pairs += [(offset + better, offset + worse, margin) for better, worse, margin in row.pairs]
+        offset += len(row.exchanges)
+    better, worse, margins = zip(*pairs, strict=True)
+    return RankingBatch(
+        packed,
+        torch.tensor(better, device=device),
+        torch.tensor(worse, device=device),
+        torch.tensor(margins, device=device),
+    )
+
+
+def pair_batch(pairs: Sequence[RankedPair], pad_id: int, device: torch.device) -> RankingBatch:
+    """Independent pairs, one row each (sharing the prompt where the two have the same)."""
+    return ranking_batch([RankedRow.of([pair]) for pair in pairs], pad_id, device)
 
 
 def evaluate_reward_model(

@@ -225,6 +225,9 @@ else:
         "data_folder_in": str(_broker_folder),
         "data_folder_out": str(_broker_folder),
         "control_folder": str(TANDEM_HOME / "broker-control"),
+        # A worker lists the folder this often (kombu's default: every second, which an
+        # annotator waited for before the first token); a listing costs microseconds.
+        "polling_interval": 0.1,
     }
     for _folder in (_broker_folder, TANDEM_HOME / "broker-control"):
         _folder.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,25 @@ def test_both_responses_are_sampled_and_recorded(
         assert response.generation_ms is not None and response.text
 
 
+def test_queue_mode_samples_imported_prompts_before_anyone_asks(
+    batch, make_user, eager_tasks, django_capture_on_commit_callbacks
+):
+    # Queue mode generates ahead: importing the prompts sends their sampling, so the first
+    # claim is served a comparison whose two responses are already complete.
+    rows = [{"prompt": f"Name a colour ({n}).", "guideline": "helpfulness"} for n in range(2)]
+    with django_capture_on_commit_callbacks(execute=True):
+        imported = services.import_prompts(batch=batch, rows=rows)
+    statuses = Comparison.objects.filter(pk__in=[c.pk for c in imported]).values_list(
+        "status", flat=True
+    )
+    assert list(statuses) == [Comparison.Status.READY] * 2
+    with django_capture_on_commit_callbacks(execute=True) as sent:
+        served = services.claim_next(annotator=make_user("alice"))
+    assert sent == []  # the claim started no sampling: there was none left to do
+    assert served.pk in {c.pk for c in imported}
+    assert all(r.text and r.finish_reason for r in served.responses.all())
+
+
 def test_sampling_is_reproducible_from_the_recorded_seed(
     batch, make_user, eager_tasks, django_capture_on_commit_callbacks
 ):

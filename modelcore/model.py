@@ -77,11 +77,17 @@ class KVCache(nn.Module):
         """Write k, v [B, H_kv, T, D] at cache positions `slots` [T]; return the whole cache.
 
         Positions come as a tensor, not an int, so a compiled decoding step is the same graph at
-        every position.
+        every position. Fewer rows than the cache holds (a prefill shared by rows with the same
+        prompt, `Decoder.copy_cache_rows`) go to its first rows, and only those come back.
         """
-        self.k.index_copy_(2, slots, k)
-        self.v.index_copy_(2, slots, v)
-        return self.k, self.v
+        rows = k.shape[0]
+        if rows == self.k.shape[0]:
+            self.k.index_copy_(2, slots, k)
+            self.v.index_copy_(2, slots, v)
+            return self.k, self.v
+        self.k[:rows].index_copy_(2, slots, k)
+        self.v[:rows].index_copy_(2, slots, v)
+        return self.k[:rows], self.v[:rows]
 
 
 class Attention(nn.Module):
@@ -201,6 +207,13 @@ class Decoder(nn.Module):
             )
             for _ in self.layers
         ]
+
+    def copy_cache_rows(self, sources: torch.Tensor) -> None:
+        """Row i of every KV cache becomes a copy of row sources[i], in place (a compiled step
+        keeps its buffers)."""
+        for cache in self.caches or []:
+            cache.k.copy_(cache.k.index_select(0, sources))
+            cache.v.copy_(cache.v.index_select(0, sources))
 
     def clear_caches(self) -> None:
         self._kept = self.caches if self.keep_caches else None

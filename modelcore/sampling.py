@@ -252,11 +252,27 @@ def _decoding(
     completions = [Completion() for _ in prompts]
     finished = [False] * batch
     slots = torch.arange(columns, device=device)
+    # Rows with the same prompt (a comparison's two responses from one model) share a prefill:
+    # each distinct prompt runs once, and its keys, values and logits are copied to its rows.
+    keys = [tuple(prompt) for prompt in prompts]
+    distinct = list(dict.fromkeys(keys))
+    firsts = [keys.index(key) for key in distinct]
+    sources = torch.tensor([distinct.index(key) for key in keys], device=device)
     model.decoder.setup_caches(batch, columns)
     try:
-        logits = model(
-            tokens, positions=positions, mask=mask, slots=slots[:longest], last_only=True
-        )
+        if len(distinct) == batch:
+            logits = model(
+                tokens, positions=positions, mask=mask, slots=slots[:longest], last_only=True
+            )
+        else:
+            logits = model(
+                tokens[firsts],
+                positions=positions[firsts],
+                mask=mask[firsts],
+                slots=slots[:longest],
+                last_only=True,
+            )[sources]
+            model.decoder.copy_cache_rows(sources)
         next_position = positions[:, -1:] + 1
         for step in range(steps):
             token, logprob = _sample(logits[:, -1].float(), sampling)

@@ -54,7 +54,13 @@ def redis_of_its_own(url: str) -> str:
 def check_figures(figures: dict) -> None:
     for ratio in ("overhead_over_core", "speedup_over_transformers"):
         assert math.isfinite(figures[ratio]) and figures[ratio] > 0, figures
-    for key in ("first_token_s", "both_complete_s", "core_s", "transformers_s"):
+    for key in (
+        "first_token_s",
+        "core_first_token_s",
+        "both_complete_s",
+        "core_s",
+        "transformers_s",
+    ):
         assert 0 < figures[key]["best"] <= figures[key]["median"], (key, figures)
     for key in ("tok_s", "core_tok_s", "transformers_tok_s"):
         assert figures[key]["best"] >= figures[key]["median"] > 0, (key, figures)

@@ -189,6 +189,23 @@ def test_one_seed_for_all_rows_gives_each_row_its_own_draws(model: LlamaLM) -> N
         generate(model, [[4], [5]], [params], pad_id=0)
 
 
+def test_rows_with_the_same_prompt_share_one_prefill(model: LlamaLM) -> None:
+    prompts = [[4, 5, 6], [10, 11, 12, 13, 14], [4, 5, 6], [4, 5, 6]]
+    params = [SamplingParams(max_new_tokens=8, seed=seed) for seed in (1, 2, 3, 4)]
+    seen = []
+    hook = model.decoder.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape))
+    try:
+        batched = generate(model, prompts, params, pad_id=0)
+    finally:
+        hook.remove()
+    # The prefill ran on the two distinct prompts (padded to five tokens), the steps on all rows.
+    assert seen[0] == (2, 5) and set(seen[1:]) == {(4, 1)}
+    for prompt, row_params, completion in zip(prompts, params, batched, strict=True):
+        [alone] = generate(model, [prompt], [row_params], pad_id=0)
+        assert completion.tokens == alone.tokens
+        torch.testing.assert_close(completion.logprobs, alone.logprobs, atol=1e-5, rtol=0)
+
+
 def test_two_models_decode_together_as_each_alone(model: LlamaLM) -> None:
     torch.manual_seed(1)
     other = LlamaLM(TINY).eval()

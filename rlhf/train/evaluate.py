@@ -23,13 +23,19 @@ import torch
 from modelcore.model import LlamaLM
 from rlhf.train.data import read_prompts
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch, token_logprobs
-from rlhf.train.judge import JudgedSamplingConfig, load_judge, sample_reported
+from rlhf.train.judge import (
+    FrozenSamplingConfig,
+    JudgedSamplingConfig,
+    frozen_sampler,
+    load_judge,
+    sample_reported,
+)
 from rlhf.train.rejection import unique_prompts
 from rlhf.train.runs import SAMPLE, Progress, Run, RunConfig, doc, stoppable, write_json
 
 
 @dataclass(kw_only=True)
-class EvalConfig(JudgedSamplingConfig, RunConfig):
+class EvalConfig(FrozenSamplingConfig, JudgedSamplingConfig, RunConfig):
     data: Path = field(metadata=doc("prompts JSONL or comparison rows; the held-out ones are used"))
     policy: Path = field(metadata=doc("the new policy checkpoint"))
     baseline: Path = field(
@@ -55,7 +61,7 @@ def evaluate_policy(config: EvalConfig, progress: Progress | None = None) -> dic
         return sample_reported(
             run,
             config,
-            model.eval(),
+            frozen_sampler(model, config.sampling_mode),
             encoder,
             mine,
             seed=config.seed * 1_000_003 + run.dist.rank,

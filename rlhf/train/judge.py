@@ -8,6 +8,7 @@ score alone.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import torch
 
+from modelcore.compiled_decode import CompiledDecoding
 from modelcore.model import LlamaLM, ScalarModel
 from modelcore.sampling import SamplingParams, generate
+from modelcore.sampling_modes import SAMPLING_MODES, prepare_for_sampling
 from rlhf.train.data import Prompt
 from rlhf.train.encoding import ChatEncoder, Exchange, TokenBatch
 from rlhf.train.losses import piecewise_reward
@@ -36,6 +39,29 @@ class JudgedSamplingConfig:
     max_new_tokens: int = field(default=256, metadata=doc("longest response sampled"))
     generation_batch_size: int = field(default=16, metadata=doc("sequences sampled at once"))
     score_batch_size: int = field(default=16, metadata=doc("sequences per reward-model pass"))
+
+
+@dataclass(kw_only=True)
+class FrozenSamplingConfig:
+    """For a stage whose policy only samples (rejection sampling, evaluation)."""
+
+    sampling_mode: str = field(
+        default="auto",
+        metadata=doc(
+            f"how the policy samples, one of {', '.join(SAMPLING_MODES)} "
+            "(modelcore.sampling_modes): auto is int8 weights on a CPU, the decoding step as a "
+            "CUDA graph on a GPU; reference samples with the weights as loaded"
+        ),
+    )
+
+
+def frozen_sampler(policy: LlamaLM, mode: str) -> LlamaLM | CompiledDecoding:
+    """`policy` prepared to sample in `mode`, for a stage that does not train it meanwhile. On
+    a CPU every mode swaps the linear layers for inference-only ones, so it prepares a copy:
+    the stage's policy keeps its weights as loaded (for log-probabilities, or training after)."""
+    if policy.decoder.embed.weight.device.type == "cpu":
+        policy = copy.deepcopy(policy)
+    return prepare_for_sampling(policy.eval(), mode)
 
 
 @torch.no_grad()
@@ -102,7 +128,7 @@ def load_judge(run: Run, config: JudgedSamplingConfig, encoder: ChatEncoder) -> 
 def sample_reported(
     run: Run,
     config: JudgedSamplingConfig,
-    policy: LlamaLM,
+    policy: LlamaLM | CompiledDecoding,
     encoder: ChatEncoder,
     prompts: Sequence[Prompt],
     *,
@@ -134,7 +160,7 @@ def sample_reported(
 
 
 def sample_exchanges(
-    policy: LlamaLM,
+    policy: LlamaLM | CompiledDecoding,
     encoder: ChatEncoder,
     prompts: Sequence[Prompt],
     *,
@@ -144,10 +170,12 @@ def sample_exchanges(
     batch_size: int,
 ) -> list[Exchange]:
     """One sampled response per prompt (repeat a prompt for several), in `batch_size` rows at a
-    time, chunk i seeded with seed + i so the same call gives the same samples."""
+    time, chunk i seeded with seed + i so the same call gives the same samples. A policy in
+    training mode samples in eval mode (no dropout) and goes back to training after."""
     exchanges = []
-    was_training = policy.training
-    policy.eval()
+    was_training = isinstance(policy, LlamaLM) and policy.training
+    if was_training:
+        policy.eval()
     for chunk, start in enumerate(range(0, len(prompts), batch_size)):
         prompt_ids = [encoder.prompt(p) for p in prompts[start : start + batch_size]]
         params = SamplingParams(
@@ -161,5 +189,6 @@ def sample_exchanges(
             Exchange(ids=ids + c.tokens, prompt_len=len(ids))
             for ids, c in zip(prompt_ids, completions, strict=True)
         ]
-    policy.train(was_training)
+    if was_training:
+        policy.train()
     return exchanges

@@ -25,13 +25,20 @@ from rlhf.train.data import (
     write_jsonl,
 )
 from rlhf.train.encoding import ChatEncoder
-from rlhf.train.judge import JudgedSamplingConfig, RewardJudge, load_judge, sample_reported
+from rlhf.train.judge import (
+    FrozenSamplingConfig,
+    JudgedSamplingConfig,
+    RewardJudge,
+    frozen_sampler,
+    load_judge,
+    sample_reported,
+)
 from rlhf.train.runs import SAMPLE, Progress, Run, doc, stoppable, write_json
 from rlhf.train.sft import SFTConfig, fine_tune
 
 
 @dataclass(kw_only=True)
-class RejectionConfig(JudgedSamplingConfig, SFTConfig):
+class RejectionConfig(FrozenSamplingConfig, JudgedSamplingConfig, SFTConfig):
     data: Path = field(
         metadata=doc("prompts JSONL, or comparison rows (their non-held-out prompts)")
     )
@@ -87,12 +94,13 @@ def sample_targets(
     judge = load_judge(run, config, encoder)
 
     def sample_and_judge() -> dict[str, list[Any]]:
+        sampler = frozen_sampler(policy, config.sampling_mode)
         mine = run.dist.shard(prompts)
         repeated = [p for p in mine for _ in range(config.samples)]
         exchanges = sample_reported(
             run,
             config,
-            policy,
+            sampler,
             encoder,
             repeated,
             seed=config.seed * 1_000_003 + run.dist.rank,

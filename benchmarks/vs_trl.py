@@ -368,16 +368,20 @@ def trl_side(stage: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
             processing_class=tokenizer,
             callbacks=[clock],
         )
+        # The targets too (-100: none): TRL's completion is our response, end of turn included.
         trained = [
-            ids
+            (ids, [label != -100 for label in labels])
             for ex in trainer.train_dataset
-            for ids in _unpacked(ex["input_ids"], ex["seq_lengths"])
+            for ids, labels in zip(
+                _unpacked(ex["input_ids"], ex["seq_lengths"]),
+                _unpacked(ex["labels"], ex["seq_lengths"]),
+                strict=True,
+            )
         ]
-    same_tokens = sorted(trained) == sorted(e.ids for e in data.sequences)
+    ours: list[Any] = [e.ids for e in data.sequences]
     if stage == "sft":
-        # The targets too: TRL's completion is our response, its end of turn included.
-        targets = sum(sum(ex["completion_mask"]) for ex in trainer.train_dataset)
-        same_tokens &= targets == sum(len(e.response) for e in data.sequences)
+        ours = [(e.ids, [i >= e.prompt_len for i in range(len(e.ids))]) for e in data.sequences]
+    same_tokens = sorted(trained) == sorted(ours)
     trainer.train()
     return {
         "examples": data.examples,

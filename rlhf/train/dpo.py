@@ -31,7 +31,6 @@ from rlhf.train.encoding import (
     SharedPrompt,
     content_mask,
     packed_batch,
-    token_logprobs,
 )
 from rlhf.train.fitting import FitConfig, fit
 from rlhf.train.losses import chosen_nll, dpo_loss
@@ -61,16 +60,7 @@ class PreferenceBatch:
 
     def logprobs(self, model: LlamaLM) -> torch.Tensor:
         """Summed log-probabilities of the content tokens of chosen and rejected: [B, 2]."""
-        rows = self.rows
-        per_token = token_logprobs(
-            model,
-            rows.tokens,
-            self.mask,
-            previous=rows.previous,
-            positions=rows.positions,
-            mask=rows.attention_mask,
-        )
-        return rows.per_exchange(per_token).view(-1, 2)
+        return self.rows.per_exchange(self.rows.logprobs(model, self.mask)).view(-1, 2)
 
 
 class DPOObjective(nn.Module):

@@ -145,6 +145,17 @@ class PackedBatch:
     exchange: torch.Tensor
     last: torch.Tensor
 
+    def logprobs(self, model: LlamaLM, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """`token_logprobs` of these rows, on `targets` [B, L] (default: every response token)."""
+        return token_logprobs(
+            model,
+            self.tokens,
+            self.target_mask if targets is None else targets,
+            previous=self.previous,
+            positions=self.positions,
+            mask=self.attention_mask,
+        )
+
     def per_exchange(self, values: torch.Tensor) -> torch.Tensor:
         """Sum of `values` [B, L] over each exchange's response tokens: [N]."""
         on = self.exchange >= 0

@@ -188,7 +188,9 @@ def ranked_rows(
 
 
 def ranking_batch(rows: Sequence[RankedRow], pad_id: int, device: torch.device) -> RankingBatch:
-    packed = packed_batch([share_prompts(row.exchanges) for row in rows], pad_id, device)
+    # Each prompt a row of its own: responses to different prompts gain nothing from one row.
+    groups = [[group] for row in rows for group in share_prompts(row.exchanges)]
+    packed = packed_batch(groups, pad_id, device)
     pairs, offset = [], 0
     for row in rows:
         pairs += [(offset + better, offset + worse, margin) for better, worse, margin in row.pairs]
@@ -203,7 +205,7 @@ def ranking_batch(rows: Sequence[RankedRow], pad_id: int, device: torch.device) 
 
 
 def pair_batch(pairs: Sequence[RankedPair], pad_id: int, device: torch.device) -> RankingBatch:
-    """Independent pairs, one row each (sharing the prompt where the two have the same)."""
+    """Independent pairs: one row each where the two share their prompt, else one per exchange."""
     return ranking_batch([RankedRow.of([pair]) for pair in pairs], pad_id, device)
 
 

@@ -153,13 +153,14 @@ def test_a_too_long_response_leaves_out_its_pairs_and_keeps_the_others() -> None
 
 def test_independent_pairs_keep_their_own_prompts() -> None:
     """Pairs whose responses have different prompts (as benchmarks/rlhf_step.py builds them)
-    lay each exchange out on its own, from position 0."""
+    lay each exchange out in a row of its own."""
     encoder = ChatEncoder(tiny_tokenizer())
     model = reward_model(encoder.tokenizer.vocab_size)
     first, second = comparisons()
     a, b = encoder.exchange(first, first.chosen), encoder.exchange(second, second.chosen)
     assert [len(g.exchanges) for g in share_prompts([a, a, b])] == [2, 1]
     batch = pair_batch([RankedPair(a, b, 1.0), RankedPair(b, a, 0.0)], encoder.pad_id, CPU)
+    assert batch.rows.tokens.shape[0] == 4
     loss, _ = RankingObjective(model)(batch)
     scores = separate_scores(model, [a, b], encoder.pad_id)
     expected = margin_ranking_loss(scores[[0, 1]], scores[[1, 0]], torch.tensor([1.0, 0.0]))
@@ -210,6 +211,7 @@ def test_packed_sft_rows_compute_what_separate_rows_do() -> None:
     model = tiny_policy(encoder.tokenizer.vocab_size)
     exchanges = [e for pair in dpo_pairs(encoder) for e in pair]
     packed = packed_batch([exchanges[:3], exchanges[3:]], encoder.pad_id, CPU)
+    # As SFT computes them (without `previous`: packed exchanges do not share prompts) ...
     per_token = token_logprobs(
         model,
         packed.tokens,
@@ -220,6 +222,8 @@ def test_packed_sft_rows_compute_what_separate_rows_do() -> None:
     separate = TokenBatch.of(exchanges, encoder.pad_id, CPU)
     expected = token_logprobs(model, separate.tokens, separate.response_mask).sum(1)
     assert_close(packed.per_exchange(per_token), expected, atol=1e-5, rtol=1e-5)
+    # ... and through the rows' own method.
+    assert_close(packed.logprobs(model), per_token, atol=0, rtol=0)
 
 
 @pytest.mark.smollm2

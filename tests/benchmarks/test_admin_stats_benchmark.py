@@ -7,41 +7,29 @@ little (the script's own budget is checked at 10k and 100k labels).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.services
+from tests.benchmarks.benchmark_runs import run_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.services
 
 
 def test_every_admin_page_at_two_sizes_with_constant_queries():
     name = f"tandem_bench_admin_ci_{os.getpid()}"  # never the database of a run beside this one
     admin_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "admin_stats.py"),
-            "--labels=300,1500",
-            "--annotators=12",
-            "--overlap=3",
-            "--repeats=1",
-            f"--database-url={admin_url}",
-            f"--database-name={name}",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_benchmark(
+        "admin_stats.py",
+        "--labels=300,1500",
+        "--annotators=12",
+        "--overlap=3",
+        "--repeats=1",
+        f"--database-url={admin_url}",
+        f"--database-name={name}",
         timeout=300,
-        cwd=REPO,
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["labels"] == [300, 1500]
     pages = result["pages"]
     assert {"batch statistics", "annotation.label list", "annotation.review list"} <= set(pages)

@@ -4,15 +4,12 @@ timed, and the policy stage's time split. A check that the script runs, not a ti
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from rlhf.models import Iteration
+from tests.benchmarks.benchmark_runs import run_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
 # Short responses, few samples: the tiny model never stops by itself.
 QUICK = {
     "rejection_sampling": {"samples": 2, "max_new_tokens": 8},
@@ -23,22 +20,14 @@ QUICK = {
 
 @pytest.mark.parametrize("algorithm", ["rejection_sampling", "ppo"])
 def test_one_iteration_is_timed_step_by_step(algorithm):
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "iteration.py"),
-            "--tiny",
-            "--rows=16",
-            f"--algorithm={algorithm}",
-            f"--hyperparameters={json.dumps(QUICK)}",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_benchmark(
+        "iteration.py",
+        "--tiny",
+        "--rows=16",
+        f"--algorithm={algorithm}",
+        f"--hyperparameters={json.dumps(QUICK)}",
         timeout=300,
-        cwd=REPO,
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert list(result["step_seconds"]) == Iteration.step_names(algorithm)
     assert all(seconds >= 0 for seconds in result["step_seconds"].values())
     assert result["total_s"] == pytest.approx(sum(result["step_seconds"].values()), abs=0.5)

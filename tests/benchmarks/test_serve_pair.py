@@ -9,38 +9,26 @@ about speed (the README lists the full run's figures).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from modelcore.cpu_sampling import int8_supported
+from tests.benchmarks.benchmark_runs import run_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
 NEW_TOKENS = 8
 
 
 def run_small(*options: str) -> dict:
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "serve_pair.py"),
-            f"--new-tokens={NEW_TOKENS}",
-            "--repeats=1",
-            *options,
-        ],
-        capture_output=True,
-        text=True,
+    return run_benchmark(
+        "serve_pair.py",
+        f"--new-tokens={NEW_TOKENS}",
+        "--repeats=1",
+        *options,
         timeout=1200,
-        cwd=REPO,
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def redis_of_its_own(url: str) -> str:

@@ -4,42 +4,31 @@ and that the comparison is of the same objective, not a timing test."""
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.benchmarks.benchmark_runs import run_benchmark
+
 pytest.importorskip("trl", reason="TRL is a benchmark-only dependency: pip install -e '.[bench]'")
 
-REPO = Path(__file__).resolve().parents[2]
 STAGES = ("reward", "dpo", "sft")
 
 
 @pytest.mark.smollm2
 def test_each_stage_starts_from_the_same_loss_as_trl() -> None:
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "vs_trl.py"),
-            "--rows=4",
-            "--sentences=1",
-            "--steps=2",
-            "--micro-batch=2",
-            "--sft-micro-batch=1",
-            "--pack-len=128",
-        ],
-        capture_output=True,
-        text=True,
-        # About 3 minutes on a quiet 2-core machine (8 processes, each loading the model); 20 on
-        # one shared with other test suites.
+    # About 3 minutes on a quiet 2-core machine (8 processes, each loading the model); 20 on
+    # one shared with other test suites.
+    result = run_benchmark(
+        "vs_trl.py",
+        "--rows=4",
+        "--sentences=1",
+        "--steps=2",
+        "--micro-batch=2",
+        "--sft-micro-batch=1",
+        "--pack-len=128",
         timeout=1800,
-        cwd=REPO,
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "vs_trl" and result["rows"] == 4
     for stage in STAGES:
         figures = result[stage]

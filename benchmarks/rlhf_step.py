@@ -34,7 +34,8 @@ from rlhf.train.data import Prompt
 from rlhf.train.encoding import ChatEncoder, Exchange
 from rlhf.train.judge import RewardJudge, sample_exchanges
 from rlhf.train.ppo import PPOConfig, PPOObjective, PPOTrainer
-from rlhf.train.reward import RankedPair, RankingObjective, pair_batch
+from rlhf.train.ranking import RankedPair, pair_batch
+from rlhf.train.reward import RankingObjective
 from rlhf.train.runs import Run, accumulate, optimizer_step
 from rlhf.train.trainable import freeze, select_trainable
 

@@ -66,9 +66,10 @@ from modelcore.model import ScalarModel
 from modelcore.optim import make_adamw
 from modelcore.tokenizer import Tokenizer
 from rlhf.train.data import MARGINS, STRENGTHS, read_comparisons, write_jsonl
-from rlhf.train.dpo import DPOConfig, DPOObjective, pair_logprobs, preference_batch
+from rlhf.train.dpo import DPOConfig, DPOObjective, preference_batch, reference_logprobs
 from rlhf.train.encoding import ChatEncoder, pack, packed_batch
-from rlhf.train.reward import RankingObjective, RewardConfig, ranked_rows, ranking_batch
+from rlhf.train.ranking import ranked_rows, ranking_batch
+from rlhf.train.reward import RankingObjective, RewardConfig
 from rlhf.train.runs import Run, accumulate, optimizer_step
 from rlhf.train.sft import LanguageModelObjective, SFTConfig
 
@@ -158,21 +159,14 @@ class Workload:
     def __init__(self, stage: str, work: Path, tokenizer: Tokenizer, pack_len: int) -> None:
         self.encoder = ChatEncoder(tokenizer)
         self.rows = read_comparisons(work / "comparisons.jsonl")
-        if stage == "reward":
-            # As train_reward_model lays them out: a comparison's responses in one row.
-            self.ranked, _ = ranked_rows(self.encoder, self.rows, MARGINS["small"], MAX_LEN, 0)
+        if stage in ("reward", "dpo"):
+            # As train_reward_model and run_dpo lay them out: a comparison's responses in one row.
+            margins = MARGINS["small" if stage == "reward" else "none"]
+            self.ranked, _ = ranked_rows(self.encoder, self.rows, margins, MAX_LEN, 0)
             self.examples = sum(len(row.pairs) for row in self.ranked)
             self.sequences = [
                 row.exchanges[i] for row in self.ranked for b, w, _ in row.pairs for i in (b, w)
             ]
-        elif stage == "dpo":
-            self.pairs = [
-                (self.encoder.exchange(r, better), self.encoder.exchange(r, worse))
-                for r in self.rows
-                for better, worse, _ in r.ranked_pairs(MARGINS["none"])
-            ]
-            self.examples = len(self.pairs)
-            self.sequences = [e for pair in self.pairs for e in pair]
         else:
             self.sequences = [self.encoder.exchange(r, r.chosen) for r in self.rows]
             self.examples = len(self.sequences)
@@ -218,14 +212,16 @@ def our_side(stage: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     elif stage == "dpo":
         config = DPOConfig(**paths, device=args.device, micro_batch_size=args.micro_batch)
         policy.eval()  # the reference pass, before training, as run_dpo makes it
-        reference = pair_logprobs(policy, tokenizer, pad, data.pairs, args.micro_batch)
+        reference = reference_logprobs(policy, tokenizer, pad, data.ranked, args.micro_batch)
         policy.train()
         objective = DPOObjective(policy, BETA, NLL_WEIGHT)
-        items = range(len(data.pairs))
+        # The rows here have no edited response: one pair each, so row i holds pair i.
+        assert data.examples == len(data.ranked)
+        items = range(len(data.ranked))
 
         def collate(part: Sequence[Any]) -> Any:
-            pairs = [data.pairs[i] for i in part]
-            return preference_batch(pairs, reference[list(part)], tokenizer, pad, device)
+            rows = [data.ranked[i] for i in part]
+            return preference_batch(rows, reference[list(part)], tokenizer, pad, device)
 
     else:
         config = SFTConfig(**paths, device=args.device, micro_batch_size=args.sft_micro_batch)

@@ -6,9 +6,11 @@ reference log-probabilities come from one pass of the initial policy before trai
 (reference_logprobs.pt in the run directory, so a resumed run reuses them). Held-out pairs give
 the chosen-minus-rejected log-probability margin before and after.
 
-A pair is one row, for the policy and for the reference: the prompt once, then the chosen and
-the rejected response, each attending to the prompt and to itself only (`encoding.SharedPrompt`),
-so the prompt runs once per pair instead of twice.
+A comparison is one row, for the policy and for the reference: the prompt once, then each of
+its responses, each attending to the prompt and to itself only (`ranking`,
+`encoding.SharedPrompt`). So the prompt runs once per comparison, not twice per pair, and with an
+edited response its three pairs share three responses instead of repeating them in six. The
+loss is still the mean over pairs.
 """
 
 from __future__ import annotations
@@ -24,16 +26,10 @@ from torch import nn
 from modelcore.model import LlamaLM
 from modelcore.tokenizer import Tokenizer
 from rlhf.train.data import MARGINS, read_comparisons, split_heldout
-from rlhf.train.encoding import (
-    ChatEncoder,
-    Exchange,
-    PackedBatch,
-    SharedPrompt,
-    content_mask,
-    packed_batch,
-)
+from rlhf.train.encoding import ChatEncoder, content_mask
 from rlhf.train.fitting import FitConfig, fit
 from rlhf.train.losses import chosen_nll, dpo_loss
+from rlhf.train.ranking import RankedPair, RankedRow, RankingBatch, ranked_rows, ranking_batch
 from rlhf.train.runs import Progress, Run, TrainConfig, doc
 from rlhf.train.trainable import count_parameters
 
@@ -46,21 +42,38 @@ class DPOConfig(FitConfig, TrainConfig):
     nll_weight: float = field(
         default=0.2, metadata=doc("weight of the chosen response's NLL (Llama 3: 0.2)")
     )
-    batch_size: int = field(default=32, metadata=doc("pairs per optimizer step"))
-    micro_batch_size: int = field(default=4, metadata=doc("pairs per forward pass"))
+    batch_size: int = field(
+        default=32,
+        metadata=doc(
+            "comparisons per optimizer step, each one row holding its 1 pair "
+            "(3 with an edited response); the loss is the mean over those pairs"
+        ),
+    )
+    micro_batch_size: int = field(default=4, metadata=doc("comparisons per forward pass"))
     lr: float = field(default=1e-5, metadata=doc("peak learning rate (Llama 3: 1e-5)"))
-    eval_batch_size: int = field(default=16, metadata=doc("sequences per scoring pass"))
+    eval_batch_size: int = field(
+        default=16, metadata=doc("comparisons per reference (log-probability) pass")
+    )
 
 
 @dataclass
 class PreferenceBatch:
-    rows: PackedBatch  # one row per pair: its prompt, chosen, rejected
+    ranking: RankingBatch  # one row per comparison: its prompt, then each of its responses
     mask: torch.Tensor  # the content tokens the loss covers
-    reference: torch.Tensor  # [B, 2]: reference log-probabilities of chosen, rejected
+    reference: torch.Tensor  # [P, 2]: reference log-probabilities of each pair's two responses
 
     def logprobs(self, model: LlamaLM) -> torch.Tensor:
-        """Summed log-probabilities of the content tokens of chosen and rejected: [B, 2]."""
-        return self.rows.per_exchange(self.rows.logprobs(model, self.mask)).view(-1, 2)
+        """Summed log-probabilities of the content tokens of each pair's better and worse
+        response: [P, 2]."""
+        return self.per_pair(self.ranking.rows.logprobs(model, self.mask))
+
+    def tokens(self) -> torch.Tensor:
+        """How many content tokens each pair's two responses have: [P, 2]."""
+        return self.per_pair(self.mask.float())
+
+    def per_pair(self, values: torch.Tensor) -> torch.Tensor:
+        per_response = self.ranking.rows.per_exchange(values)
+        return torch.stack([per_response[self.ranking.better], per_response[self.ranking.worse]], 1)
 
 
 class DPOObjective(nn.Module):
@@ -75,8 +88,7 @@ class DPOObjective(nn.Module):
         preference = dpo_loss(
             chosen, rejected, batch.reference[:, 0], batch.reference[:, 1], self.beta
         )
-        tokens = batch.rows.per_exchange(batch.mask.to(chosen.dtype)).view(-1, 2)[:, 0]
-        nll = chosen_nll(chosen, tokens)
+        nll = chosen_nll(chosen, batch.tokens()[:, 0].to(chosen.dtype))
         implicit = (chosen - batch.reference[:, 0]) - (rejected - batch.reference[:, 1])
         return (preference + self.nll_weight * nll).sum(), {
             "dpo_loss": preference.sum(),
@@ -94,40 +106,50 @@ def run_dpo(config: DPOConfig, progress: Progress | None = None) -> dict[str, An
     model, tokenizer = run.load_policy(config.policy)
     run.make_trainable(model)
     encoder = ChatEncoder(tokenizer, config.chat_template)
-    pairs = [
-        (encoder.exchange(row, better), encoder.exchange(row, worse))
-        for row in train_rows
-        for better, worse, _ in row.ranked_pairs(MARGINS["none"])
-    ]
+    rows, skipped = ranked_rows(
+        encoder, train_rows, MARGINS["none"], config.max_seq_len, seed=config.seed
+    )
     heldout = [
-        (encoder.exchange(r, r.chosen), encoder.exchange(r, r.rejected)) for r in heldout_rows
+        RankedRow.of(
+            [RankedPair(encoder.exchange(r, r.chosen), encoder.exchange(r, r.rejected), 0)]
+        )
+        for r in heldout_rows
     ]
-    kept = [p for p in pairs if max(len(p[0].ids), len(p[1].ids)) <= config.max_seq_len]
 
-    def logprobs_of(items: Sequence[tuple[Exchange, Exchange]]) -> torch.Tensor:
-        return pair_logprobs(model, tokenizer, encoder.pad_id, items, config.eval_batch_size)
+    def logprobs_of(items: Sequence[RankedRow]) -> torch.Tensor:
+        return reference_logprobs(model, tokenizer, encoder.pad_id, items, config.eval_batch_size)
 
     model.eval()
     reference = run.cached(
         "reference_logprobs.pt",
-        lambda: {"train": logprobs_of(kept), "heldout": logprobs_of(heldout)},
+        lambda: {"train": logprobs_of(rows), "heldout": logprobs_of(heldout)},
     )
+    # Where each row's pairs start in the reference log-probabilities (rows' pairs in order).
+    starts = [0]
+    for row in rows:
+        starts.append(starts[-1] + len(row.pairs))
+
+    def collate(part: Sequence[int]) -> PreferenceBatch:
+        pairs = torch.cat([reference["train"][starts[i] : starts[i + 1]] for i in part])
+        return preference_batch(
+            [rows[i] for i in part], pairs, tokenizer, encoder.pad_id, run.device
+        )
 
     fitted = fit(
         run,
         DPOObjective(model, config.beta, config.nll_weight),
-        range(len(kept)),  # indices: a pair's reference log-probabilities come with it
-        collate=lambda part: preference_batch(
-            [kept[i] for i in part], reference["train"][part], tokenizer, encoder.pad_id, run.device
-        ),
+        range(len(rows)),  # indices: a row's reference log-probabilities come with it
+        collate=collate,
+        denominator=lambda batch: sum(len(rows[i].pairs) for i in batch),  # a mean over pairs
     )
     if fitted.history.stopped:
         return {"stopped": True, "history": fitted.history.steps}
     with run.dist.full_weights(fitted.wrapped):
         model.eval()
         metrics: dict[str, Any] = {
-            "train_pairs": len(kept),
-            "skipped_too_long": len(pairs) - len(kept),
+            "train_comparisons": len(rows),
+            "train_pairs": starts[-1],
+            "skipped_too_long": skipped,
             "steps": fitted.steps,
             **count_parameters(model),
         }
@@ -148,30 +170,33 @@ def run_dpo(config: DPOConfig, progress: Progress | None = None) -> dict[str, An
 
 
 def preference_batch(
-    pairs: Sequence[tuple[Exchange, Exchange]],
+    rows: Sequence[RankedRow],
     reference: torch.Tensor,
     tokenizer: Tokenizer,
     pad_id: int,
     device: torch.device,
 ) -> PreferenceBatch:
-    rows = packed_batch([[SharedPrompt(pair)] for pair in pairs], pad_id, device)
-    mask = content_mask(rows.tokens, rows.target_mask, tokenizer)
-    return PreferenceBatch(rows, mask, reference.to(device))
+    """The rows' pairs, with their reference log-probabilities [P, 2] in the rows' order."""
+    ranking = ranking_batch(rows, pad_id, device)
+    mask = content_mask(ranking.rows.tokens, ranking.rows.target_mask, tokenizer)
+    return PreferenceBatch(ranking, mask, reference.to(device))
 
 
 @torch.no_grad()
-def pair_logprobs(
+def reference_logprobs(
     model: LlamaLM,
     tokenizer: Tokenizer,
     pad_id: int,
-    pairs: Sequence[tuple[Exchange, Exchange]],
+    rows: Sequence[RankedRow],
     batch_size: int,
 ) -> torch.Tensor:
-    """Summed log-probabilities of the content tokens of each pair's two responses: [N, 2]."""
+    """Summed log-probabilities of the content tokens of each pair's two responses, the rows'
+    pairs in order, `batch_size` rows a pass: [P, 2]."""
     device = model.decoder.embed.weight.device
     out = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        batch = preference_batch(chunk, torch.zeros(len(chunk), 2), tokenizer, pad_id, device)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        pairs = sum(len(row.pairs) for row in chunk)
+        batch = preference_batch(chunk, torch.zeros(pairs, 2), tokenizer, pad_id, device)
         out.append(batch.logprobs(model).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 2)

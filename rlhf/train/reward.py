@@ -8,7 +8,7 @@ RM the precision and recall of "unsafe" at the 0.15 threshold.
 
 A comparison trains as one row, as Llama 3 does: its prompt once, then its responses (edited,
 chosen, rejected) in a seeded random order, each attending to the prompt and to itself only
-(`encoding.SharedPrompt`), so each score is the one a row of its own would give while the
+(`ranking`, `encoding.SharedPrompt`), so each score is the one a row of its own would give while the
 prompt runs once instead of twice per pair. The loss is still the mean over ranked pairs.
 """
 
@@ -26,10 +26,11 @@ from torch import nn
 
 from modelcore.model import ScalarModel
 from rlhf.train.data import GUIDELINES, MARGINS, Comparison, read_comparisons, split_heldout
-from rlhf.train.encoding import ChatEncoder, Exchange, PackedBatch, packed_batch, share_prompts
+from rlhf.train.encoding import ChatEncoder
 from rlhf.train.fitting import FitConfig, fit
 from rlhf.train.judge import score_exchanges
 from rlhf.train.losses import UNSAFE_THRESHOLD, margin_ranking_loss
+from rlhf.train.ranking import RankingBatch, ranked_rows, ranking_batch
 from rlhf.train.runs import Progress, Run, TrainConfig, doc
 from rlhf.train.trainable import count_parameters
 
@@ -54,43 +55,6 @@ class RewardConfig(FitConfig, TrainConfig):
         default=None, metadata=doc("warm-up steps; none: 3% of the steps, at least 5 (Llama 2)")
     )
     eval_batch_size: int = field(default=16, metadata=doc("sequences per scoring pass"))
-
-
-@dataclass(frozen=True)
-class RankedPair:
-    better: Exchange
-    worse: Exchange
-    margin: float
-
-
-@dataclass(frozen=True)
-class RankedRow:
-    """The distinct responses of some ranked pairs, and the pairs as indices into them."""
-
-    exchanges: tuple[Exchange, ...]
-    pairs: tuple[tuple[int, int, float], ...]  # better, worse, margin
-
-    @classmethod
-    def of(cls, pairs: Sequence[RankedPair], rng: random.Random | None = None) -> RankedRow:
-        """The row of `pairs`, its responses shuffled by `rng` (else in order of appearance)."""
-        exchanges: list[Exchange] = []
-        for exchange in (e for p in pairs for e in (p.better, p.worse)):
-            if exchange not in exchanges:
-                exchanges.append(exchange)
-        if rng is not None:
-            rng.shuffle(exchanges)
-        indices = tuple(
-            (exchanges.index(p.better), exchanges.index(p.worse), p.margin) for p in pairs
-        )
-        return cls(tuple(exchanges), indices)
-
-
-@dataclass
-class RankingBatch:
-    rows: PackedBatch  # every response of every row, in the rows' order
-    better: torch.Tensor  # [P]: which response of `rows` each pair ranks higher
-    worse: torch.Tensor  # [P]
-    margins: torch.Tensor  # [P]
 
 
 class RankingObjective(nn.Module):
@@ -161,52 +125,6 @@ def train_reward_model(config: RewardConfig, progress: Progress | None = None) -
             )
     run.save_model(model, tokenizer)
     return run.finish({**metrics, "history": fitted.history.steps})
-
-
-def ranked_rows(
-    encoder: ChatEncoder,
-    rows: Sequence[Comparison],
-    margins: dict[str, float],
-    max_len: int,
-    seed: int,
-) -> tuple[list[RankedRow], int]:
-    """One row per comparison with its ranked pairs, tokenized, responses in an order seeded by
-    `seed`; and how many pairs were left out as too long (an exchange, prompt and one response,
-    over `max_len` tokens: what each response sees, so a row may be longer)."""
-    rng = random.Random(seed)
-    out, skipped = [], 0
-    for row in rows:
-        ranked = row.ranked_pairs(margins)
-        texts = dict.fromkeys(text for better, worse, _ in ranked for text in (better, worse))
-        encoded = {text: encoder.exchange(row, text) for text in texts}
-        pairs = [RankedPair(encoded[better], encoded[worse], m) for better, worse, m in ranked]
-        kept = [p for p in pairs if max(len(p.better.ids), len(p.worse.ids)) <= max_len]
-        skipped += len(pairs) - len(kept)
-        if kept:
-            out.append(RankedRow.of(kept, rng))
-    return out, skipped
-
-
-def ranking_batch(rows: Sequence[RankedRow], pad_id: int, device: torch.device) -> RankingBatch:
-    # Each prompt a row of its own: responses to different prompts gain nothing from one row.
-    groups = [[group] for row in rows for group in share_prompts(row.exchanges)]
-    packed = packed_batch(groups, pad_id, device)
-    pairs, offset = [], 0
-    for row in rows:
-        pairs += [(offset + better, offset + worse, margin) for better, worse, margin in row.pairs]
-        offset += len(row.exchanges)
-    better, worse, margins = zip(*pairs, strict=True)
-    return RankingBatch(
-        packed,
-        torch.tensor(better, device=device),
-        torch.tensor(worse, device=device),
-        torch.tensor(margins, device=device),
-    )
-
-
-def pair_batch(pairs: Sequence[RankedPair], pad_id: int, device: torch.device) -> RankingBatch:
-    """Independent pairs: one row each where the two share their prompt, else one per exchange."""
-    return ranking_batch([RankedRow.of([pair]) for pair in pairs], pad_id, device)
 
 
 def evaluate_reward_model(

@@ -15,7 +15,7 @@ from modelcore.chat import Message
 from modelcore.checkpoint import load_checkpoint
 from modelcore.model import LlamaLM, ScalarModel
 from rlhf.train.data import MARGINS, Comparison
-from rlhf.train.dpo import DPOObjective, pair_logprobs, preference_batch
+from rlhf.train.dpo import DPOObjective, preference_batch, reference_logprobs
 from rlhf.train.encoding import (
     ChatEncoder,
     Exchange,
@@ -26,14 +26,8 @@ from rlhf.train.encoding import (
     token_logprobs,
 )
 from rlhf.train.losses import chosen_nll, dpo_loss, margin_ranking_loss
-from rlhf.train.reward import (
-    RankedPair,
-    RankedRow,
-    RankingObjective,
-    pair_batch,
-    ranked_rows,
-    ranking_batch,
-)
+from rlhf.train.ranking import RankedPair, RankedRow, pair_batch, ranked_rows, ranking_batch
+from rlhf.train.reward import RankingObjective
 
 CPU = torch.device("cpu")
 
@@ -182,24 +176,40 @@ def dpo_pairs(encoder: ChatEncoder) -> list[tuple[Exchange, Exchange]]:
     return [(encoder.exchange(r, r.chosen), encoder.exchange(r, r.rejected)) for r in comparisons()]
 
 
+def dpo_rows(encoder: ChatEncoder) -> tuple[list[RankedRow], list[tuple[Exchange, Exchange]]]:
+    """The comparisons as DPO trains on them, and their pairs in order: the first comparison's
+    edited response makes three pairs of its three responses, the second gives one."""
+    rows, skipped = ranked_rows(encoder, comparisons(), MARGINS["none"], 256, seed=0)
+    assert skipped == 0
+    pairs = [(r.exchanges[b], r.exchanges[w]) for r in rows for b, w, _ in r.pairs]
+    return rows, pairs
+
+
 def test_dpo_logprobs_and_loss_are_those_of_separate_rows() -> None:
     encoder = ChatEncoder(tiny_tokenizer())
     model = tiny_policy(encoder.tokenizer.vocab_size)
-    pairs = dpo_pairs(encoder)
-    reference = torch.tensor([[-30.0, -40.0], [-10.0, -12.0]])
-    batch = preference_batch(pairs, reference, encoder.tokenizer, encoder.pad_id, CPU)
-    assert batch.rows.tokens.shape[0] == len(pairs)  # chosen and rejected share one row
+    rows, pairs = dpo_rows(encoder)
+    assert len(pairs) == 4
+    reference = torch.tensor([[-30.0, -40.0], [-35.0, -40.0], [-30.0, -35.0], [-10.0, -12.0]])
+    batch = preference_batch(rows, reference, encoder.tokenizer, encoder.pad_id, CPU)
+    # One row per comparison, each response in it once: the edited comparison's row is its
+    # prompt and its three responses, where separate pairs would repeat each of them.
+    assert batch.ranking.rows.tokens.shape[0] == len(rows)
+    assert batch.ranking.rows.target_mask.sum() == sum(
+        len(e.response) for r in rows for e in r.exchanges
+    )
 
     loss, metrics = DPOObjective(model, beta=0.1, nll_weight=0.2)(batch)
     logprobs, tokens = separate_dpo_logprobs(model, encoder, pairs)
     assert_close(batch.logprobs(model), logprobs, atol=1e-5, rtol=1e-5)
+    assert_close(batch.tokens(), tokens.float(), atol=0, rtol=0)
     preference = dpo_loss(logprobs[:, 0], logprobs[:, 1], reference[:, 0], reference[:, 1], 0.1)
     nll = chosen_nll(logprobs[:, 0], tokens[:, 0])
     assert_close(loss, (preference + 0.2 * nll).sum(), atol=1e-5, rtol=1e-5)
     assert_close(metrics["nll"], nll.sum(), atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         assert_close(
-            pair_logprobs(model, encoder.tokenizer, encoder.pad_id, pairs, batch_size=1),
+            reference_logprobs(model, encoder.tokenizer, encoder.pad_id, rows, batch_size=1),
             logprobs,
             atol=1e-5,
             rtol=1e-5,
@@ -239,9 +249,9 @@ def test_shared_rows_match_separate_rows_on_smollm2(smollm2_checkpoint: Path) ->
         separate = separate_scores(rm, [e for r in rows for e in r.exchanges], encoder.pad_id)
         assert_close(values.flatten()[batch.last], separate, atol=1e-5, rtol=0)
 
-        pairs = dpo_pairs(encoder)
+        dpo, pairs = dpo_rows(encoder)
         reference = torch.zeros(len(pairs), 2)
-        shared = preference_batch(pairs, reference, encoder.tokenizer, encoder.pad_id, CPU)
+        shared = preference_batch(dpo, reference, encoder.tokenizer, encoder.pad_id, CPU)
         logprobs, _ = separate_dpo_logprobs(policy, encoder, pairs)
         assert_close(shared.logprobs(policy), logprobs, atol=1e-4, rtol=1e-5)
 

@@ -64,6 +64,17 @@ def frozen_sampler(policy: LlamaLM, mode: str) -> LlamaLM | CompiledDecoding:
     return prepare_for_sampling(policy.eval(), mode)
 
 
+def training_sampler(policy: LlamaLM) -> LlamaLM | CompiledDecoding:
+    """`policy`, which trains between its samples (PPO), ready to sample: on a GPU with its
+    decoding step compiled as a CUDA graph, recorded against the parameters themselves, so
+    each replay reads the weights the optimizer last wrote in place; on a CPU as it is (the
+    int8 modes would quantize a copy again after every step, and sample a policy a little off
+    the one trained)."""
+    if policy.decoder.embed.weight.device.type == "cuda":
+        return CompiledDecoding(policy)
+    return policy
+
+
 @torch.no_grad()
 def score_exchanges(
     model: ScalarModel, exchanges: Sequence[Exchange], *, pad_id: int, batch_size: int
@@ -173,9 +184,10 @@ def sample_exchanges(
     time, chunk i seeded with seed + i so the same call gives the same samples. A policy in
     training mode samples in eval mode (no dropout) and goes back to training after."""
     exchanges = []
-    was_training = isinstance(policy, LlamaLM) and policy.training
+    model = policy.model if isinstance(policy, CompiledDecoding) else policy
+    was_training = model.training
     if was_training:
-        policy.eval()
+        model.eval()
     for chunk, start in enumerate(range(0, len(prompts), batch_size)):
         prompt_ids = [encoder.prompt(p) for p in prompts[start : start + batch_size]]
         params = SamplingParams(
@@ -190,5 +202,5 @@ def sample_exchanges(
             for ids, c in zip(prompt_ids, completions, strict=True)
         ]
     if was_training:
-        policy.train()
+        model.train()
     return exchanges

@@ -36,6 +36,7 @@ from rlhf.train.judge import (
     load_judge,
     sample_exchanges,
     sample_reported,
+    training_sampler,
 )
 from rlhf.train.losses import (
     clipped_value_loss,
@@ -260,12 +261,14 @@ class PPOTrainer:
         self.objective = objective
         self.wrapped = run.dist.wrap(objective, config.strategy)
         self.optimizers = optimizers
+        # Rollouts and held-out answers: on a GPU through the compiled decoding step.
+        self.sampler = training_sampler(objective.policy)
 
     def step(self, index: int, prompts: Sequence[Prompt]) -> dict[str, float]:
         config, dist = self.config, self.run.dist
         started = time.perf_counter()
         exchanges = sample_exchanges(
-            self.objective.policy,
+            self.sampler,
             self.encoder,
             prompts,
             temperature=config.temperature,
@@ -353,7 +356,7 @@ class PPOTrainer:
         exchanges = sample_reported(
             self.run,
             self.config,
-            self.objective.policy,
+            self.sampler,
             self.encoder,
             mine,
             seed=0,

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import torch
 
 from rlhf.train.data import Comparison
-from rlhf.train.encoding import ChatEncoder, Exchange, PackedBatch, packed_batch, share_prompts
+from rlhf.train.encoding import (
+    ChatEncoder,
+    Exchange,
+    PackedBatch,
+    SharedPrompt,
+    packed_batch,
+    share_prompts,
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class RankedRow:
 
 @dataclass
 class RankingBatch:
-    rows: PackedBatch  # every response of every row, in the rows' order
+    rows: PackedBatch  # every response of every ranked row, packed (see `ranking_batch`)
     better: torch.Tensor  # [P]: which response of `rows` each pair ranks higher
     worse: torch.Tensor  # [P]
     margins: torch.Tensor  # [P]
@@ -80,16 +87,44 @@ def ranked_rows(
 
 
 def ranking_batch(rows: Sequence[RankedRow], pad_id: int, device: torch.device) -> RankingBatch:
-    # Each prompt a row of its own: responses to different prompts gain nothing from one row.
-    groups = [[group] for row in rows for group in share_prompts(row.exchanges)]
-    packed = packed_batch(groups, pad_id, device)
-    pairs, offset = [], 0
-    for row in rows:
-        pairs += [(offset + better, offset + worse, margin) for better, worse, margin in row.pairs]
-        offset += len(row.exchanges)
+    """The rows' responses as packed rows, and their pairs as indices into them.
+
+    Every packed row is as wide as the longest prompt-and-responses group, and shorter groups
+    share rows first-fit decreasing, attending only to themselves: the padding left is what
+    packing cannot remove, and no row is longer (nor its attention wider) than without it.
+    """
+    # (comparison, index of its first exchange in the group, group), longest group first.
+    groups = []
+    for number, row in enumerate(rows):
+        start = 0
+        for group in share_prompts(row.exchanges):
+            groups.append((number, start, group))
+            start += len(group.exchanges)
+    groups.sort(key=lambda item: -len(item[2]))  # stable: equal lengths keep their order
+    width = len(groups[0][2])
+    packed: list[list[tuple[int, int, SharedPrompt]]] = []
+    used: list[int] = []
+    for item in groups:
+        fits = next((r for r, u in enumerate(used) if u + len(item[2]) <= width), len(used))
+        if fits == len(used):
+            packed.append([])
+            used.append(0)
+        packed[fits].append(item)
+        used[fits] += len(item[2])
+    # Where each comparison's exchanges landed among the batch's, counted row by row.
+    position: dict[tuple[int, int], int] = {}
+    for number, start, group in (item for row in packed for item in row):
+        for offset in range(len(group.exchanges)):
+            position[(number, start + offset)] = len(position)
+    batch = packed_batch([[group for _, _, group in row] for row in packed], pad_id, device)
+    pairs = [
+        (position[(number, better)], position[(number, worse)], margin)
+        for number, row in enumerate(rows)
+        for better, worse, margin in row.pairs
+    ]
     better, worse, margins = zip(*pairs, strict=True)
     return RankingBatch(
-        packed,
+        batch,
         torch.tensor(better, device=device),
         torch.tensor(worse, device=device),
         torch.tensor(margins, device=device),

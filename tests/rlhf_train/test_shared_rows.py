@@ -85,6 +85,40 @@ def test_a_reward_row_holds_its_prompt_once_and_scores_as_separate_rows() -> Non
     assert_close(shared, separate, atol=1e-5, rtol=0)
 
 
+def test_short_comparisons_share_a_row_and_score_as_they_would_alone() -> None:
+    encoder = ChatEncoder(tiny_tokenizer())
+    model = reward_model(encoder.tokenizer.vocab_size)
+    common = {"safety": "both_safe", "guideline": "helpfulness", "batch": "2026-W48"}
+    story = "Paris grew from an island town on the Seine into a capital."
+    long = Comparison(
+        prompt="Tell me the history of Paris, in some detail please.",
+        chosen=story,
+        rejected=story.upper(),
+        strength="better",
+        **common,
+    )
+    short = [
+        Comparison(prompt="Hi?", chosen="Hello.", rejected="Go.", strength="better", **common),
+        Comparison(prompt="Ok?", chosen="Yes.", rejected="No.", strength="better", **common),
+    ]
+    rows, _ = ranked_rows(encoder, [short[0], long, short[1]], MARGINS["small"], 512, seed=0)
+    lengths = [len(share_prompts(r.exchanges)[0]) for r in rows]
+    assert lengths[0] + lengths[2] <= lengths[1]
+    batch = ranking_batch(rows, encoder.pad_id, CPU)
+    # The long comparison fills a row of its own; the two short ones share the other.
+    assert tuple(batch.rows.tokens.shape) == (2, lengths[1])
+
+    pairs = [(r.exchanges[b], r.exchanges[w]) for r in rows for b, w, _ in r.pairs]
+    with torch.no_grad():
+        values = model(
+            batch.rows.tokens, positions=batch.rows.positions, mask=batch.rows.attention_mask
+        )
+        scores = values.flatten()[batch.rows.last]
+        expected = separate_scores(model, [e for pair in pairs for e in pair], encoder.pad_id)
+    assert_close(scores[batch.better], expected[0::2], atol=1e-5, rtol=0)
+    assert_close(scores[batch.worse], expected[1::2], atol=1e-5, rtol=0)
+
+
 def test_the_ranking_loss_and_its_gradient_are_those_of_separate_rows() -> None:
     encoder = ChatEncoder(tiny_tokenizer())
     shared_model = reward_model(encoder.tokenizer.vocab_size)

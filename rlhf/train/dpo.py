@@ -6,9 +6,9 @@ reference log-probabilities come from one pass of the initial policy before trai
 (reference_logprobs.pt in the run directory, so a resumed run reuses them). Held-out pairs give
 the chosen-minus-rejected log-probability margin before and after.
 
-A comparison is one row, for the policy and for the reference: the prompt once, then each of
-its responses, each attending to the prompt and to itself only (`ranking`,
-`encoding.SharedPrompt`). So the prompt runs once per comparison, not twice per pair, and with an
+A comparison's responses share one row, for the policy and for the reference: the prompt once,
+then each of its responses, each attending to the prompt and to itself only (`ranking`,
+`encoding.SharedPrompt`; short comparisons share a row too, apart). So the prompt runs once per comparison, not twice per pair, and with an
 edited response its three pairs share three responses instead of repeating them in six. The
 loss is still the mean over pairs.
 """
@@ -58,7 +58,7 @@ class DPOConfig(FitConfig, TrainConfig):
 
 @dataclass
 class PreferenceBatch:
-    ranking: RankingBatch  # one row per comparison: its prompt, then each of its responses
+    ranking: RankingBatch  # each comparison's prompt, then each of its responses (packed)
     mask: torch.Tensor  # the content tokens the loss covers
     reference: torch.Tensor  # [P, 2]: reference log-probabilities of each pair's two responses
 

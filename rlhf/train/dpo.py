@@ -29,7 +29,14 @@ from rlhf.train.data import MARGINS, read_comparisons, split_heldout
 from rlhf.train.encoding import ChatEncoder, content_mask
 from rlhf.train.fitting import FitConfig, fit
 from rlhf.train.losses import chosen_nll, dpo_loss
-from rlhf.train.ranking import RankedPair, RankedRow, RankingBatch, ranked_rows, ranking_batch
+from rlhf.train.ranking import (
+    COMPARISONS_PER_STEP,
+    RankedPair,
+    RankedRow,
+    RankingBatch,
+    ranked_rows,
+    ranking_batch,
+)
 from rlhf.train.runs import Progress, Run, TrainConfig, doc
 from rlhf.train.trainable import count_parameters
 
@@ -42,13 +49,7 @@ class DPOConfig(FitConfig, TrainConfig):
     nll_weight: float = field(
         default=0.2, metadata=doc("weight of the chosen response's NLL (Llama 3: 0.2)")
     )
-    batch_size: int = field(
-        default=32,
-        metadata=doc(
-            "comparisons per optimizer step, each one row holding its 1 pair "
-            "(3 with an edited response); the loss is the mean over those pairs"
-        ),
-    )
+    batch_size: int = field(default=32, metadata=doc(COMPARISONS_PER_STEP))
     micro_batch_size: int = field(default=4, metadata=doc("comparisons per forward pass"))
     lr: float = field(default=1e-5, metadata=doc("peak learning rate (Llama 3: 1e-5)"))
     eval_batch_size: int = field(

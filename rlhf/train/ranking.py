@@ -24,6 +24,12 @@ from rlhf.train.encoding import (
     share_prompts,
 )
 
+# What a stage's --batch-size counts when it trains on ranked rows (reward models, DPO).
+COMPARISONS_PER_STEP = (
+    "comparisons per optimizer step, each one row holding its 1 ranked pair "
+    "(3 with an edited response); the loss is the mean over those pairs"
+)
+
 
 @dataclass(frozen=True)
 class RankedPair:

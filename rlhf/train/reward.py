@@ -30,7 +30,7 @@ from rlhf.train.encoding import ChatEncoder
 from rlhf.train.fitting import FitConfig, fit
 from rlhf.train.judge import score_exchanges
 from rlhf.train.losses import UNSAFE_THRESHOLD, margin_ranking_loss
-from rlhf.train.ranking import RankingBatch, ranked_rows, ranking_batch
+from rlhf.train.ranking import COMPARISONS_PER_STEP, RankingBatch, ranked_rows, ranking_batch
 from rlhf.train.runs import Progress, Run, TrainConfig, doc
 from rlhf.train.trainable import count_parameters
 
@@ -42,13 +42,7 @@ class RewardConfig(FitConfig, TrainConfig):
     target: str = field(default="helpfulness", metadata=doc("helpfulness or safety"))
     margin: str = field(default="small", metadata=doc("margin scheme: small, large or none"))
     epochs: int = field(default=1, metadata=doc("passes over the pairs (Llama 2: 1)"))
-    batch_size: int = field(
-        default=32,
-        metadata=doc(
-            "comparisons per optimizer step, each one row holding its 1 ranked pair "
-            "(3 with an edited response); the loss is the mean over those pairs"
-        ),
-    )
+    batch_size: int = field(default=32, metadata=doc(COMPARISONS_PER_STEP))
     micro_batch_size: int = field(default=8, metadata=doc("comparisons per forward pass"))
     lr: float = field(default=1e-5, metadata=doc("peak learning rate (Llama 2: 1e-5)"))
     warmup_steps: int | None = field(

@@ -67,11 +67,11 @@ from modelcore.optim import make_adamw
 from modelcore.tokenizer import Tokenizer
 from rlhf.train.data import MARGINS, STRENGTHS, read_comparisons, write_jsonl
 from rlhf.train.dpo import DPOConfig, DPOObjective, preference_batch, reference_logprobs
-from rlhf.train.encoding import ChatEncoder, pack, packed_batch
+from rlhf.train.encoding import ChatEncoder, pack
 from rlhf.train.ranking import ranked_rows, ranking_batch
 from rlhf.train.reward import RankingObjective, RewardConfig
 from rlhf.train.runs import Run, accumulate, optimizer_step
-from rlhf.train.sft import LanguageModelObjective, SFTConfig
+from rlhf.train.sft import LanguageModelObjective, SFTConfig, sft_batch
 
 STAGES = ("reward", "dpo", "sft")
 # The targets: our examples/s over TRL's.
@@ -229,7 +229,7 @@ def our_side(stage: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
         items = data.packed
 
         def collate(part: Sequence[Any]) -> Any:
-            return packed_batch(part, pad, device)
+            return sft_batch(part, pad, device)
 
     run = Run(config)
     micro = config.micro_batch_size

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modelcore.config import ModelConfig
+from modelcore.segments import Segments
 
 
 class RMSNorm(nn.Module):
@@ -104,7 +105,7 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor | None,
+        mask: torch.Tensor | Segments | None,
         cache: KVCache | None,
         slots: torch.Tensor | None,
     ) -> torch.Tensor:
@@ -117,6 +118,8 @@ class Attention(nn.Module):
         cos, sin = rope
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
+        if isinstance(mask, Segments):
+            return self.wo(mask.attend(q, k, v))
         if cache is not None:
             k, v = cache.update(slots, k, v)
         out = F.scaled_dot_product_attention(
@@ -155,7 +158,7 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor | None,
+        mask: torch.Tensor | Segments | None,
         cache: KVCache | None,
         slots: torch.Tensor | None,
     ) -> torch.Tensor:
@@ -224,19 +227,22 @@ class Decoder(nn.Module):
         tokens: torch.Tensor,
         *,
         positions: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
+        mask: torch.Tensor | Segments | None = None,
         slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the decoder.
 
         tokens: [B, T]. positions: [B, T] rotary positions (default 0..T-1; left-padded rows
-        start later). mask: boolean [B, 1, T, S], True where a query may attend a key; None means
-        plain causal attention over these T tokens. slots: [T], where these tokens go in the KV
-        cache, required once caches are set up (S is then the cache length).
+        start later). mask: boolean [B, 1, T, S], True where a query may attend a key, or the
+        `Segments` of packed training rows; None means plain causal attention over these T
+        tokens. slots: [T], where these tokens go in the KV cache, required once caches are set
+        up (S is then the cache length).
         """
         length = tokens.shape[1]
         if (self.caches is None) != (slots is None):
             raise ValueError("cache slots are needed exactly when KV caches are set up")
+        if self.caches is not None and isinstance(mask, Segments):
+            raise ValueError("segments are for packed training rows, not a KV cache")
         if positions is None:
             if length > self.config.max_seq_len:
                 raise ValueError(
@@ -273,7 +279,7 @@ class LlamaLM(nn.Module):
         tokens: torch.Tensor,
         *,
         last_only: bool = False,
-        **decoder_kwargs: torch.Tensor | None,
+        **decoder_kwargs: torch.Tensor | Segments | None,
     ) -> torch.Tensor:
         """Logits [B, T, vocab], or [B, 1, vocab] for the last position only when sampling."""
         hidden = self.decoder(tokens, **decoder_kwargs)
@@ -292,7 +298,9 @@ class ScalarModel(nn.Module):
         self.score = nn.Linear(config.dim, 1, bias=False)
         init_weights(self)
 
-    def forward(self, tokens: torch.Tensor, **decoder_kwargs: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, **decoder_kwargs: torch.Tensor | Segments | None
+    ) -> torch.Tensor:
         """A value per token: [B, T] (the value model's use)."""
         return self.score(self.decoder(tokens, **decoder_kwargs)).squeeze(-1)
 

@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
 from modelcore.model import LlamaLM
+from modelcore.segments import Segments
 from modelcore.tokenizer import Tokenizer
 from rlhf.train.data import Prompt
 
@@ -131,8 +132,8 @@ class PackedBatch:
     """Rows of prompts and responses, each exchange attending only to itself (its prompt, which
     it may share with others, and its own response) and with positions from 0.
 
-    tokens, positions and target_mask (the response tokens) [B, L]; attention_mask boolean
-    [B, 1, L, L]. previous [B, L]: the index in its row of the token each token follows (-1 at
+    tokens, positions and target_mask (the response tokens) [B, L]; attention: the segments
+    (each response after its prompt) that attention runs within. previous [B, L]: the index in its row of the token each token follows (-1 at
     the start of a prompt): a response's first token follows its prompt's last one, which is
     not the token before it once responses share a prompt. exchange [B, L]: the batch-wide index
     of the exchange each response token belongs to (-1 elsewhere), counted row by row in the
@@ -142,7 +143,7 @@ class PackedBatch:
     tokens: torch.Tensor
     positions: torch.Tensor
     target_mask: torch.Tensor
-    attention_mask: torch.Tensor
+    attention: Segments
     previous: torch.Tensor
     exchange: torch.Tensor
     last: torch.Tensor
@@ -155,7 +156,7 @@ class PackedBatch:
             self.target_mask if targets is None else targets,
             previous=self.previous,
             positions=self.positions,
-            mask=self.attention_mask,
+            mask=self.attention,
         )
 
     def per_exchange(self, values: torch.Tensor) -> torch.Tensor:
@@ -180,6 +181,38 @@ def pack(exchanges: Sequence[Exchange], length: int) -> list[list[Exchange]]:
     return rows
 
 
+def first_fit_decreasing(lengths: Sequence[int], width: int) -> list[list[int]]:
+    """Indices into `lengths` (none over `width`) in rows of at most `width`: longest first,
+    each into the first row with room for it."""
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):  # stable on ties
+        row = next((r for r, u in enumerate(used) if u + lengths[index] <= width), len(used))
+        if row == len(used):
+            rows.append([])
+            used.append(0)
+        rows[row].append(index)
+        used[row] += lengths[index]
+    return rows
+
+
+def narrowest_rows(rows: Sequence[Sequence[Exchange]]) -> list[list[Exchange]]:
+    """The rows' exchanges laid out again in no more rows, as narrow as first-fit decreasing
+    makes them. A forward pass is as wide as its widest row, so a micro-batch of uneven rows
+    (the last rows of a step, typically) would otherwise compute padding: rows of 428 and 198
+    tokens become two of about 313. Each exchange attends only to itself, so the loss is the
+    same whichever row it is in."""
+    exchanges = [e for row in rows for e in row]
+    lengths = [len(e.ids) for e in exchanges]
+    widest = max(sum(len(e.ids) for e in row) for row in rows)
+    narrowest = max(max(lengths), -(-sum(lengths) // len(rows)))
+    for width in range(narrowest, widest):
+        layout = first_fit_decreasing(lengths, width)
+        if len(layout) <= len(rows):
+            return [[exchanges[i] for i in row] for row in layout]
+    return [list(row) for row in rows]
+
+
 def packed_batch(
     rows: Sequence[Sequence[Exchange | SharedPrompt]], pad_id: int, device: torch.device
 ) -> PackedBatch:
@@ -190,40 +223,34 @@ def packed_batch(
     positions = torch.zeros(len(rows), width, dtype=torch.long)
     previous = torch.arange(-1, width - 1).repeat(len(rows), 1)
     exchange = torch.full((len(rows), width), -1, dtype=torch.long)
-    # Which prompt a token belongs to (-1: padding) and which of its responses (-1: the prompt).
-    prompts = torch.full((len(rows), width), -1, dtype=torch.long)
-    branches = torch.full((len(rows), width), -1, dtype=torch.long)
+    # What each response sees, as flattened positions: its prompt, then itself. The first
+    # response of a prompt also owns the prompt's outputs; the others see it as context only.
+    segments: list[tuple[list[int], int]] = []
     last: list[int] = []
     for r, row in enumerate(grouped):
         start = 0
-        for index, group in enumerate(row):
+        for group in row:
             prompt = group.prompt
             end = start + len(prompt)
             tokens[r, start:end] = torch.tensor(prompt, dtype=torch.long)
             positions[r, start:end] = torch.arange(len(prompt))
             previous[r, start] = -1
-            prompts[r, start:end] = index
+            seen = list(range(r * width + start, r * width + end))
             for branch, member in enumerate(group.exchanges):
                 begin, end = end, end + len(member.response)
                 tokens[r, begin:end] = torch.tensor(member.response, dtype=torch.long)
                 positions[r, begin:end] = torch.arange(len(prompt), len(member.ids))
                 previous[r, begin] = start + len(prompt) - 1 if prompt else -1
-                prompts[r, begin:end] = index
-                branches[r, begin:end] = branch
                 exchange[r, begin:end] = len(last)
                 last.append(r * width + end - 1)
+                own = list(range(r * width + begin, r * width + end))
+                segments.append((seen + own, len(seen) if branch else 0))
             start = end
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
-    # A query sees its own prompt and its own response. Padding forms one more prompt, so no
-    # query row is fully masked (which would give NaN).
-    same_prompt = prompts[:, :, None] == prompts[:, None, :]
-    visible = (branches[:, None, :] == -1) | (branches[:, :, None] == branches[:, None, :])
-    attention = same_prompt & visible & causal
     return PackedBatch(
         tokens.to(device),
         positions.to(device),
         (exchange >= 0).to(device),
-        attention[:, None].to(device),
+        Segments.of(segments, device),
         previous.to(device),
         exchange.to(device),
         torch.tensor(last, dtype=torch.long, device=device),
@@ -236,7 +263,7 @@ def token_logprobs(
     targets: torch.Tensor,
     *,
     previous: torch.Tensor | None = None,
-    **decoder_kwargs: torch.Tensor,
+    **decoder_kwargs: torch.Tensor | Segments,
 ) -> torch.Tensor:
     """log π(token t | the tokens it follows) where `targets` [B, T] is True, zero elsewhere:
     [B, T]. `previous` [B, T] is the index of the token each one follows (default t - 1, so

@@ -19,7 +19,7 @@ from rlhf.train.encoding import (
     ChatEncoder,
     Exchange,
     PackedBatch,
-    SharedPrompt,
+    first_fit_decreasing,
     packed_batch,
     share_prompts,
 )
@@ -99,24 +99,16 @@ def ranking_batch(rows: Sequence[RankedRow], pad_id: int, device: torch.device) 
     share rows first-fit decreasing, attending only to themselves: the padding left is what
     packing cannot remove, and no row is longer (nor its attention wider) than without it.
     """
-    # (comparison, index of its first exchange in the group, group), longest group first.
+    # (comparison, index of its first exchange in the group, group)
     groups = []
     for number, row in enumerate(rows):
         start = 0
         for group in share_prompts(row.exchanges):
             groups.append((number, start, group))
             start += len(group.exchanges)
-    groups.sort(key=lambda item: -len(item[2]))  # stable: equal lengths keep their order
-    width = len(groups[0][2])
-    packed: list[list[tuple[int, int, SharedPrompt]]] = []
-    used: list[int] = []
-    for item in groups:
-        fits = next((r for r, u in enumerate(used) if u + len(item[2]) <= width), len(used))
-        if fits == len(used):
-            packed.append([])
-            used.append(0)
-        packed[fits].append(item)
-        used[fits] += len(item[2])
+    width = max(len(group) for _, _, group in groups)
+    layout = first_fit_decreasing([len(group) for _, _, group in groups], width)
+    packed = [[groups[i] for i in row] for row in layout]
     # Where each comparison's exchanges landed among the batch's, counted row by row.
     position: dict[tuple[int, int], int] = {}
     for number, start, group in (item for row in packed for item in row):

@@ -58,7 +58,7 @@ class RankingObjective(nn.Module):
 
     def forward(self, batch: RankingBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rows = batch.rows
-        values = self.model(rows.tokens, positions=rows.positions, mask=rows.attention_mask)
+        values = self.model(rows.tokens, positions=rows.positions, mask=rows.attention)
         scores = values.flatten()[rows.last].float()  # each response's score at its last token
         better, worse = scores[batch.better], scores[batch.worse]
         losses = margin_ranking_loss(better, worse, batch.margins)

@@ -20,7 +20,9 @@ from modelcore.model import LlamaLM
 from rlhf.train.data import Demonstration, read_demonstrations
 from rlhf.train.encoding import (
     ChatEncoder,
+    Exchange,
     PackedBatch,
+    narrowest_rows,
     pack,
     packed_batch,
     token_logprobs,
@@ -55,9 +57,14 @@ class LanguageModelObjective(nn.Module):
             batch.tokens,
             batch.target_mask,
             positions=batch.positions,
-            mask=batch.attention_mask,
+            mask=batch.attention,
         )
         return -logprobs.sum(), {}
+
+
+def sft_batch(rows: Sequence[Sequence[Exchange]], pad_id: int, device: torch.device) -> PackedBatch:
+    """A micro-batch of packed rows as tensors, its exchanges laid out in the narrowest rows."""
+    return packed_batch(narrowest_rows(rows), pad_id, device)
 
 
 def run_sft(config: SFTConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -83,7 +90,7 @@ def fine_tune(
         run,
         LanguageModelObjective(model),
         rows,
-        collate=lambda part: packed_batch(part, encoder.pad_id, run.device),
+        collate=lambda part: sft_batch(part, encoder.pad_id, run.device),
         denominator=lambda batch: sum(len(e.response) for row in batch for e in row),  # targets
     )
     if fitted.history.stopped:

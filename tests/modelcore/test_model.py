@@ -21,6 +21,7 @@ from modelcore.hf_interop import (
 )
 from modelcore.model import LlamaLM, ScalarModel
 from modelcore.sampling import SamplingParams, generate
+from modelcore.segments import Segments
 from modelcore.tokenizer import Tokenizer
 
 # GQA with odd sizes: 6 query heads over 2 KV heads, head_dim 8, an uneven MLP width.
@@ -223,3 +224,36 @@ def test_reward_head_learns_a_preference() -> None:
         losses.append(loss.item())
     assert losses[0] == pytest.approx(0.6931, abs=1e-3)  # zero head: r_c = r_r
     assert sum(losses[-5:]) / 5 < 0.2
+
+
+def test_segments_attend_as_the_dense_block_mask_does_values_and_gradients() -> None:
+    """Two rows: a shared prompt with two responses, then a sequence alone; padding after."""
+    torch.manual_seed(0)
+    model = LlamaLM(TINY)
+    tokens = torch.randint(0, TINY.vocab_size, (2, 12))
+    # Row 0: prompt 0-3, responses 4-6 and 7-9 (their positions both continue from 4), pad 10-11.
+    # Row 1: one sequence 0-8, pad 9-11.
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 4, 5, 6, 0, 0], [*range(9), 0, 0, 0]])
+    segments = Segments.of(
+        [([*range(4), 4, 5, 6], 0), ([*range(4), 7, 8, 9], 4), ([*range(12, 21)], 0)]
+    )
+    group = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3], [4] * 9 + [5] * 3])
+    shared = torch.tensor([[True] * 4 + [False] * 8, [False] * 12])
+    causal = torch.ones(12, 12, dtype=torch.bool).tril()
+    sees = (group[:, :, None] == group[:, None, :]) | (
+        shared[:, None, :] & (group[:, :, None] <= 2) & (group[:, :, None] >= 0)
+    )
+    dense = (sees & causal)[:, None]
+    real = torch.tensor([[True] * 10 + [False] * 2, [True] * 9 + [False] * 3])
+
+    def run(mask: torch.Tensor | Segments) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        hidden = model.decoder(tokens, positions=positions, mask=mask)
+        (hidden[real] ** 2).sum().backward()
+        return hidden[real], [p.grad.clone() for p in model.parameters()]
+
+    expected, expected_grads = run(dense)
+    got, grads = run(segments)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    for grad, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, want, atol=1e-5, rtol=1e-4)

@@ -21,6 +21,7 @@ from rlhf.train.encoding import (
     Exchange,
     TokenBatch,
     content_mask,
+    narrowest_rows,
     packed_batch,
     share_prompts,
     token_logprobs,
@@ -28,6 +29,7 @@ from rlhf.train.encoding import (
 from rlhf.train.losses import chosen_nll, dpo_loss, margin_ranking_loss
 from rlhf.train.ranking import RankedPair, RankedRow, pair_batch, ranked_rows, ranking_batch
 from rlhf.train.reward import RankingObjective
+from rlhf.train.sft import LanguageModelObjective, sft_batch
 
 CPU = torch.device("cpu")
 
@@ -79,7 +81,7 @@ def test_a_reward_row_holds_its_prompt_once_and_scores_as_separate_rows() -> Non
 
     rows_ = batch.rows
     with torch.no_grad():
-        values = model(rows_.tokens, positions=rows_.positions, mask=rows_.attention_mask)
+        values = model(rows_.tokens, positions=rows_.positions, mask=rows_.attention)
         shared = values.flatten()[rows_.last]
         separate = separate_scores(model, [e for r in rows for e in r.exchanges], encoder.pad_id)
     assert_close(shared, separate, atol=1e-5, rtol=0)
@@ -110,9 +112,7 @@ def test_short_comparisons_share_a_row_and_score_as_they_would_alone() -> None:
 
     pairs = [(r.exchanges[b], r.exchanges[w]) for r in rows for b, w, _ in r.pairs]
     with torch.no_grad():
-        values = model(
-            batch.rows.tokens, positions=batch.rows.positions, mask=batch.rows.attention_mask
-        )
+        values = model(batch.rows.tokens, positions=batch.rows.positions, mask=batch.rows.attention)
         scores = values.flatten()[batch.rows.last]
         expected = separate_scores(model, [e for pair in pairs for e in pair], encoder.pad_id)
     assert_close(scores[batch.better], expected[0::2], atol=1e-5, rtol=0)
@@ -261,13 +261,40 @@ def test_packed_sft_rows_compute_what_separate_rows_do() -> None:
         packed.tokens,
         packed.target_mask,
         positions=packed.positions,
-        mask=packed.attention_mask,
+        mask=packed.attention,
     )
     separate = TokenBatch.of(exchanges, encoder.pad_id, CPU)
     expected = token_logprobs(model, separate.tokens, separate.response_mask).sum(1)
     assert_close(packed.per_exchange(per_token), expected, atol=1e-5, rtol=1e-5)
     # ... and through the rows' own method.
     assert_close(packed.logprobs(model), per_token, atol=0, rtol=0)
+
+
+def test_an_uneven_sft_micro_batch_is_laid_out_narrower_with_the_same_loss() -> None:
+    encoder = ChatEncoder(tiny_tokenizer())
+    objective = LanguageModelObjective(tiny_policy(encoder.tokenizer.vocab_size))
+    exchanges = [e for pair in dpo_pairs(encoder) for e in pair]
+    uneven = [exchanges[:-1], exchanges[-1:]]  # as a step's last rows often are
+    narrow = narrowest_rows(uneven)
+    assert len(narrow) == 2
+    assert sorted(map(id, (e for row in narrow for e in row))) == sorted(map(id, exchanges))
+    as_packed = packed_batch(uneven, encoder.pad_id, CPU)
+    batch = sft_batch(uneven, encoder.pad_id, CPU)
+    tokens = sum(len(e.ids) for e in exchanges)
+    assert batch.tokens.shape[1] < as_packed.tokens.shape[1]
+    assert batch.tokens.shape[1] <= max(len(e.ids) for e in exchanges) + tokens // 2
+    with torch.no_grad():
+        assert_close(objective(batch)[0], objective(as_packed)[0], atol=1e-5, rtol=1e-6)
+
+
+def test_rows_that_are_already_even_keep_their_width() -> None:
+    encoder = ChatEncoder(tiny_tokenizer())
+    exchanges = [e for pair in dpo_pairs(encoder) for e in pair]
+    rows = [[e] for e in exchanges]
+    widest = max(len(e.ids) for e in exchanges)
+    narrow = narrowest_rows(rows)
+    assert max(sum(len(e.ids) for e in row) for row in narrow) == widest
+    assert len(narrow) <= len(rows)
 
 
 @pytest.mark.smollm2
@@ -279,7 +306,7 @@ def test_shared_rows_match_separate_rows_on_smollm2(smollm2_checkpoint: Path) ->
     rows, _ = ranked_rows(encoder, comparisons(), MARGINS["small"], 1024, seed=0)
     batch = ranking_batch(rows, encoder.pad_id, CPU).rows
     with torch.no_grad():
-        values = rm(batch.tokens, positions=batch.positions, mask=batch.attention_mask)
+        values = rm(batch.tokens, positions=batch.positions, mask=batch.attention)
         separate = separate_scores(rm, [e for r in rows for e in r.exchanges], encoder.pad_id)
         assert_close(values.flatten()[batch.last], separate, atol=1e-5, rtol=0)
 

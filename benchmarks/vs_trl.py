@@ -31,7 +31,10 @@ One optimizer step covers every row (every packed row for SFT), so the first ste
 examples on both sides whatever order each samples them in; its loss is taken before any update
 and must agree within 1e-4. Each side of each stage runs in its own process, so its peak memory
 (max RSS on a CPU, max allocated on a GPU) is its own; throughput is the best of the steps after
-the first (the median beside it), TRL's timed from one step's end to the next.
+the first (the median beside it), TRL's timed from its turn's start to its step's end. The two
+processes take turns step by step (ours, then TRL's, then ours...), each waiting while the other
+steps: on a shared machine whose load comes and goes, both sides then meet the same load, where
+one side's whole run after the other's would not.
 
     python benchmarks/vs_trl.py                    # CPU, about 10 minutes on 2 cores
     python benchmarks/vs_trl.py --device cuda --rows 64 --micro-batch 8
@@ -246,7 +249,9 @@ def our_side(stage: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
 
     seconds, losses = [], []
     for _ in range(args.steps):
+        turns.wait()
         elapsed, loss = timed(step, device)
+        turns.stepped()
         seconds.append(elapsed)
         losses.append(loss)
         log(f"    ours {stage}: {elapsed:.2f} s, loss {loss:.6f}")
@@ -280,7 +285,7 @@ def trl_side(stage: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     else:
         micro = args.micro_batch
         micro_batches = data.examples // micro
-    clock = StepClock(device)
+    clock = StepClock(device, args.steps)
     common: dict[str, Any] = {
         "output_dir": str(work / f"trl-{stage}"),
         "per_device_train_batch_size": micro,
@@ -384,7 +389,7 @@ def trl_side(stage: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
         "tokens": data.tokens,
         "micro_batches": micro_batches,
         "first_loss": clock.losses[0],
-        "step_seconds": [b - a for a, b in itertools.pairwise(clock.times)],
+        "step_seconds": [end - start for start, end in zip(clock.starts, clock.ends, strict=True)],
         "peak_memory_mib": peak_memory_mib(device),
         "same_tokens": same_tokens,
     }
@@ -413,24 +418,50 @@ class ContentTokensOnly:
         return batch
 
 
-class StepClock(TrainerCallback):
-    """When each of TRL's optimizer steps ends, and the loss it logs (before its update)."""
+class Turns:
+    """A side's half of the turn-taking: it waits for its turn before each step and says when
+    the step is done (on stdout, whose last line stays the result)."""
 
-    def __init__(self, device: torch.device) -> None:
+    WAITING, GO, STEPPED = "@@waiting", "@@go", "@@stepped"
+
+    def wait(self) -> None:
+        print(self.WAITING, flush=True)
+        if sys.stdin.readline().strip() != self.GO:
+            raise RuntimeError("the benchmark's parent went away")
+
+    def stepped(self) -> None:
+        print(self.STEPPED, flush=True)
+
+
+turns = Turns()
+
+
+class StepClock(TrainerCallback):
+    """TRL's steps taken in turns: when each starts (its turn begins) and ends, and the loss
+    it logs (before its update)."""
+
+    def __init__(self, device: torch.device, steps: int) -> None:
         self.device = device
-        self.times: list[float] = []
+        self.steps = steps
+        self.starts: list[float] = []
+        self.ends: list[float] = []
         self.losses: list[float] = []
 
-    def _tick(self) -> None:
+    def _start(self) -> None:
+        turns.wait()
         synchronize(self.device)
-        self.times.append(time.perf_counter())
-        log(f"    trl step ended at {self.times[-1] - self.times[0]:.2f} s")
+        self.starts.append(time.perf_counter())
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._tick()
+        self._start()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._tick()
+        synchronize(self.device)
+        self.ends.append(time.perf_counter())
+        turns.stepped()
+        log(f"    trl step: {self.ends[-1] - self.starts[-1]:.2f} s")
+        if len(self.ends) < self.steps:
+            self._start()  # the log of this step then runs in the next one, as in any loop
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         if logs and "loss" in logs:
@@ -447,12 +478,51 @@ def child(args: argparse.Namespace) -> None:
     emit(side(args.child, args, Path(args.workdir)) | {"malloc": malloc})
 
 
-def run_child(stage: str, side: str, workdir: Path, *overrides: str) -> dict[str, Any]:
-    command = [sys.executable, __file__, *sys.argv[1:], *overrides]
-    command += ["--child", stage, "--side", side, "--workdir", str(workdir)]
-    log(f"  {stage}, {side}{' ' + ' '.join(overrides) if overrides else ''}")
-    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+SIDES = ("ours", "trl")
+
+
+def run_sides(
+    stage: str, workdir: Path, steps: int, *overrides: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both sides of a stage, each in a process of its own, stepping in turns once both have
+    loaded: ours, TRL's, ours... Returns their results."""
+    log(f"  {stage}{' ' + ' '.join(overrides) if overrides else ''}: both sides, in turns")
+    procs = {}
+    for side in SIDES:
+        command = [sys.executable, __file__, *sys.argv[1:], *overrides]
+        command += ["--child", stage, "--side", side, "--workdir", str(workdir)]
+        procs[side] = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+    lines: dict[str, list[str]] = {side: [] for side in SIDES}
+
+    def expect(side: str, marker: str) -> None:
+        for line in procs[side].stdout:  # type: ignore[union-attr]
+            if line.strip() == marker:
+                return
+            lines[side].append(line)
+        raise RuntimeError(f"{stage}, {side}: exited with {procs[side].wait()} before {marker}")
+
+    try:
+        for side in SIDES:
+            expect(side, Turns.WAITING)  # loaded: the first step is next
+        for step in range(steps):
+            for side in SIDES:
+                if step:
+                    expect(side, Turns.WAITING)
+                procs[side].stdin.write(Turns.GO + "\n")  # type: ignore[union-attr]
+                procs[side].stdin.flush()  # type: ignore[union-attr]
+                expect(side, Turns.STEPPED)
+        results = []
+        for side in SIDES:
+            rest, _ = procs[side].communicate()
+            if procs[side].returncode:
+                raise RuntimeError(f"{stage}, {side}: exited with {procs[side].returncode}")
+            results.append(json.loads((lines[side] + rest.splitlines())[-1]))
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    return results[0], results[1]
 
 
 def first_loss_check(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
@@ -505,13 +575,13 @@ def benchmark(args: argparse.Namespace) -> None:
         write_jsonl(work / "comparisons.jsonl", comparison_rows(args.rows, args.sentences))
         for stage in args.stages:
             log(f"{stage}: {args.rows} rows a step, {args.steps} steps")
-            ours, theirs = (run_child(stage, side, work) for side in ("ours", "trl"))
+            ours, theirs = run_sides(stage, work, args.steps)
             results[stage] = compare(stage, ours, theirs)
             if stage == "dpo" and args.micro_batch > 1:
                 # TRL pools its NLL over the micro-batch's chosen tokens; with one pair per
                 # micro-batch that is our per-response mean, so the first losses are compared there.
                 one = ("--micro-batch", "1", "--steps", "1")
-                ours_1, theirs_1 = (run_child(stage, side, work, *one) for side in ("ours", "trl"))
+                ours_1, theirs_1 = run_sides(stage, work, 1, *one)
                 results[stage] |= {
                     "timed_first_loss_ours": ours["first_loss"],
                     "timed_first_loss_trl": theirs["first_loss"],

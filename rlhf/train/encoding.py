@@ -133,9 +133,10 @@ class PackedBatch:
     it may share with others, and its own response) and with positions from 0.
 
     tokens, positions and target_mask (the response tokens) [B, L]; attention: the segments
-    (each response after its prompt) that attention runs within. previous [B, L]: the index in its row of the token each token follows (-1 at
-    the start of a prompt): a response's first token follows its prompt's last one, which is
-    not the token before it once responses share a prompt. exchange [B, L]: the batch-wide index
+    (each response after its prompt) that attention runs within. previous [B, L]: the index in
+    its row of the token each token follows (-1 at the start of a prompt): a response's first
+    token follows its prompt's last one, which is not the token before it once responses share
+    a prompt. exchange [B, L]: the batch-wide index
     of the exchange each response token belongs to (-1 elsewhere), counted row by row in the
     order given; last [N]: where each exchange's last token is in the flattened [B * L] tokens.
     """

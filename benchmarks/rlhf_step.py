@@ -63,7 +63,7 @@ def reward_training(
         )
         for _ in range(args.rm_pairs)
     ]
-    batch = pair_batch(pairs, 0, device)
+    batch = pair_batch(pairs, device)
     run = _run(args, args.scratch)
     objective = RankingObjective(model)
 

@@ -197,7 +197,6 @@ def our_side(stage: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     policy, tokenizer = load_hf_model(work / "hf")
     policy.to(device).train()
     data = Workload(stage, work, tokenizer, args.pack_len)
-    pad = data.encoder.pad_id
     paths = {"out": work / f"ours-{stage}", "data": Path("-"), "policy": Path("-")}
     config: Any
     if stage == "reward":
@@ -210,12 +209,12 @@ def our_side(stage: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
         items: Sequence[Any] = data.ranked
 
         def collate(part: Sequence[Any]) -> Any:
-            return ranking_batch(part, pad, device)
+            return ranking_batch(part, device)
 
     elif stage == "dpo":
         config = DPOConfig(**paths, device=args.device, micro_batch_size=args.micro_batch)
         policy.eval()  # the reference pass, before training, as run_dpo makes it
-        reference = reference_logprobs(policy, tokenizer, pad, data.ranked, args.micro_batch)
+        reference = reference_logprobs(policy, tokenizer, data.ranked, args.micro_batch)
         policy.train()
         objective = DPOObjective(policy, BETA, NLL_WEIGHT)
         # The rows here have no edited response: one pair each, so row i holds pair i.
@@ -224,7 +223,7 @@ def our_side(stage: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
 
         def collate(part: Sequence[Any]) -> Any:
             rows = [data.ranked[i] for i in part]
-            return preference_batch(rows, reference[list(part)], tokenizer, pad, device)
+            return preference_batch(rows, reference[list(part)], tokenizer, device)
 
     else:
         config = SFTConfig(**paths, device=args.device, micro_batch_size=args.sft_micro_batch)
@@ -232,7 +231,7 @@ def our_side(stage: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
         items = data.packed
 
         def collate(part: Sequence[Any]) -> Any:
-            return sft_batch(part, pad, device)
+            return sft_batch(part, device)
 
     run = Run(config)
     micro = config.micro_batch_size

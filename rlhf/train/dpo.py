@@ -8,9 +8,10 @@ the chosen-minus-rejected log-probability margin before and after.
 
 A comparison's responses share one row, for the policy and for the reference: the prompt once,
 then each of its responses, each attending to the prompt and to itself only (`ranking`,
-`encoding.SharedPrompt`; short comparisons share a row too, apart). So the prompt runs once per comparison, not twice per pair, and with an
-edited response its three pairs share three responses instead of repeating them in six. The
-loss is still the mean over pairs.
+`encoding.SharedPrompt`; a micro-batch's comparisons lie end to end, without padding). So the
+prompt runs once per comparison, not twice per pair, and with an edited response its three
+pairs share three responses instead of repeating them in six. The loss is still the mean over
+pairs.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def run_dpo(config: DPOConfig, progress: Progress | None = None) -> dict[str, An
     ]
 
     def logprobs_of(items: Sequence[RankedRow]) -> torch.Tensor:
-        return reference_logprobs(model, tokenizer, encoder.pad_id, items, config.eval_batch_size)
+        return reference_logprobs(model, tokenizer, items, config.eval_batch_size)
 
     model.eval()
     reference = run.cached(
@@ -132,9 +133,7 @@ def run_dpo(config: DPOConfig, progress: Progress | None = None) -> dict[str, An
 
     def collate(part: Sequence[int]) -> PreferenceBatch:
         pairs = torch.cat([reference["train"][starts[i] : starts[i + 1]] for i in part])
-        return preference_batch(
-            [rows[i] for i in part], pairs, tokenizer, encoder.pad_id, run.device
-        )
+        return preference_batch([rows[i] for i in part], pairs, tokenizer, run.device)
 
     fitted = fit(
         run,
@@ -174,11 +173,10 @@ def preference_batch(
     rows: Sequence[RankedRow],
     reference: torch.Tensor,
     tokenizer: Tokenizer,
-    pad_id: int,
     device: torch.device,
 ) -> PreferenceBatch:
     """The rows' pairs, with their reference log-probabilities [P, 2] in the rows' order."""
-    ranking = ranking_batch(rows, pad_id, device)
+    ranking = ranking_batch(rows, device)
     mask = content_mask(ranking.rows.tokens, ranking.rows.target_mask, tokenizer)
     return PreferenceBatch(ranking, mask, reference.to(device))
 
@@ -187,7 +185,6 @@ def preference_batch(
 def reference_logprobs(
     model: LlamaLM,
     tokenizer: Tokenizer,
-    pad_id: int,
     rows: Sequence[RankedRow],
     batch_size: int,
 ) -> torch.Tensor:
@@ -198,6 +195,6 @@ def reference_logprobs(
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         pairs = sum(len(row.pairs) for row in chunk)
-        batch = preference_batch(chunk, torch.zeros(pairs, 2), tokenizer, pad_id, device)
+        batch = preference_batch(chunk, torch.zeros(pairs, 2), tokenizer, device)
         out.append(batch.logprobs(model).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 2)

@@ -129,16 +129,15 @@ def share_prompts(exchanges: Sequence[Exchange]) -> list[SharedPrompt]:
 
 @dataclass
 class PackedBatch:
-    """Rows of prompts and responses, each exchange attending only to itself (its prompt, which
-    it may share with others, and its own response) and with positions from 0.
+    """Prompts and responses in one row, each exchange attending only to itself (its prompt,
+    which it may share with others, and its own response) and with positions from 0.
 
-    tokens, positions and target_mask (the response tokens) [B, L]; attention: the segments
-    (each response after its prompt) that attention runs within. previous [B, L]: the index in
-    its row of the token each token follows (-1 at the start of a prompt): a response's first
-    token follows its prompt's last one, which is not the token before it once responses share
-    a prompt. exchange [B, L]: the batch-wide index
-    of the exchange each response token belongs to (-1 elsewhere), counted row by row in the
-    order given; last [N]: where each exchange's last token is in the flattened [B * L] tokens.
+    tokens, positions and target_mask (the response tokens) [1, L]; attention: the segments
+    (each response after its prompt) that attention runs within. previous [1, L]: the index of
+    the token each token follows (-1 at the start of a prompt): a response's first token
+    follows its prompt's last one, which is not the token before it once responses share a
+    prompt. exchange [1, L]: the index of the exchange each response token belongs to (-1
+    elsewhere), in the order given; last [N]: where each exchange's last token is.
     """
 
     tokens: torch.Tensor
@@ -150,7 +149,7 @@ class PackedBatch:
     last: torch.Tensor
 
     def logprobs(self, model: LlamaLM, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """`token_logprobs` of these rows, on `targets` [B, L] (default: every response token)."""
+        """`token_logprobs` of the row, on `targets` [1, L] (default: every response token)."""
         return token_logprobs(
             model,
             self.tokens,
@@ -161,7 +160,7 @@ class PackedBatch:
         )
 
     def per_exchange(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum of `values` [B, L] over each exchange's response tokens: [N]."""
+        """Sum of `values` [1, L] over each exchange's response tokens: [N]."""
         on = self.exchange >= 0
         out = torch.zeros(len(self.last), dtype=values.dtype, device=values.device)
         return out.index_add(0, self.exchange[on], values[on])
@@ -182,78 +181,44 @@ def pack(exchanges: Sequence[Exchange], length: int) -> list[list[Exchange]]:
     return rows
 
 
-def first_fit_decreasing(lengths: Sequence[int], width: int) -> list[list[int]]:
-    """Indices into `lengths` (none over `width`) in rows of at most `width`: longest first,
-    each into the first row with room for it."""
-    rows: list[list[int]] = []
-    used: list[int] = []
-    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):  # stable on ties
-        row = next((r for r, u in enumerate(used) if u + lengths[index] <= width), len(used))
-        if row == len(used):
-            rows.append([])
-            used.append(0)
-        rows[row].append(index)
-        used[row] += lengths[index]
-    return rows
-
-
-def narrowest_rows(rows: Sequence[Sequence[Exchange]]) -> list[list[Exchange]]:
-    """The rows' exchanges laid out again in no more rows, as narrow as first-fit decreasing
-    makes them. A forward pass is as wide as its widest row, so a micro-batch of uneven rows
-    (the last rows of a step, typically) would otherwise compute padding: rows of 428 and 198
-    tokens become two of about 313. Each exchange attends only to itself, so the loss is the
-    same whichever row it is in."""
-    exchanges = [e for row in rows for e in row]
-    lengths = [len(e.ids) for e in exchanges]
-    widest = max(sum(len(e.ids) for e in row) for row in rows)
-    narrowest = max(max(lengths), -(-sum(lengths) // len(rows)))
-    for width in range(narrowest, widest):
-        layout = first_fit_decreasing(lengths, width)
-        if len(layout) <= len(rows):
-            return [[exchanges[i] for i in row] for row in layout]
-    return [list(row) for row in rows]
-
-
-def packed_batch(
-    rows: Sequence[Sequence[Exchange | SharedPrompt]], pad_id: int, device: torch.device
-) -> PackedBatch:
-    """The rows as tensors; an exchange in a row is a shared prompt of one."""
-    grouped = [[g if isinstance(g, SharedPrompt) else SharedPrompt((g,)) for g in r] for r in rows]
-    width = max(sum(len(g) for g in row) for row in grouped)
-    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    positions = torch.zeros(len(rows), width, dtype=torch.long)
-    previous = torch.arange(-1, width - 1).repeat(len(rows), 1)
-    exchange = torch.full((len(rows), width), -1, dtype=torch.long)
-    # What each response sees, as flattened positions: its prompt, then itself. The first
-    # response of a prompt also owns the prompt's outputs; the others see it as context only.
+def packed_batch(groups: Sequence[Exchange | SharedPrompt], device: torch.device) -> PackedBatch:
+    """The exchanges (an exchange is a shared prompt of one) end to end in one row, with no
+    padding. Attention runs within segments, so the row's length costs attention nothing, and
+    splitting a micro-batch into rows would only add the padding that evens them out."""
+    shared = [g if isinstance(g, SharedPrompt) else SharedPrompt((g,)) for g in groups]
+    width = sum(len(g) for g in shared)
+    tokens = torch.zeros(width, dtype=torch.long)
+    positions = torch.zeros(width, dtype=torch.long)
+    previous = torch.arange(-1, width - 1)
+    exchange = torch.full((width,), -1, dtype=torch.long)
+    # What each response sees: its prompt, then itself. The first response of a prompt also
+    # owns the prompt's outputs; the others see it as context only.
     segments: list[tuple[list[int], int]] = []
     last: list[int] = []
-    for r, row in enumerate(grouped):
-        start = 0
-        for group in row:
-            prompt = group.prompt
-            end = start + len(prompt)
-            tokens[r, start:end] = torch.tensor(prompt, dtype=torch.long)
-            positions[r, start:end] = torch.arange(len(prompt))
-            previous[r, start] = -1
-            seen = list(range(r * width + start, r * width + end))
-            for branch, member in enumerate(group.exchanges):
-                begin, end = end, end + len(member.response)
-                tokens[r, begin:end] = torch.tensor(member.response, dtype=torch.long)
-                positions[r, begin:end] = torch.arange(len(prompt), len(member.ids))
-                previous[r, begin] = start + len(prompt) - 1 if prompt else -1
-                exchange[r, begin:end] = len(last)
-                last.append(r * width + end - 1)
-                own = list(range(r * width + begin, r * width + end))
-                segments.append((seen + own, len(seen) if branch else 0))
-            start = end
+    start = 0
+    for group in shared:
+        prompt = group.prompt
+        end = start + len(prompt)
+        tokens[start:end] = torch.tensor(prompt, dtype=torch.long)
+        positions[start:end] = torch.arange(len(prompt))
+        previous[start] = -1
+        seen = list(range(start, end))
+        for branch, member in enumerate(group.exchanges):
+            begin, end = end, end + len(member.response)
+            tokens[begin:end] = torch.tensor(member.response, dtype=torch.long)
+            positions[begin:end] = torch.arange(len(prompt), len(member.ids))
+            previous[begin] = start + len(prompt) - 1 if prompt else -1
+            exchange[begin:end] = len(last)
+            last.append(end - 1)
+            segments.append((seen + list(range(begin, end)), len(seen) if branch else 0))
+        start = end
     return PackedBatch(
-        tokens.to(device),
-        positions.to(device),
-        (exchange >= 0).to(device),
+        tokens[None].to(device),
+        positions[None].to(device),
+        (exchange >= 0)[None].to(device),
         Segments.of(segments, device),
-        previous.to(device),
-        exchange.to(device),
+        previous[None].to(device),
+        exchange[None].to(device),
         torch.tensor(last, dtype=torch.long, device=device),
     )
 

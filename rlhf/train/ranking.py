@@ -19,7 +19,6 @@ from rlhf.train.encoding import (
     ChatEncoder,
     Exchange,
     PackedBatch,
-    first_fit_decreasing,
     packed_batch,
     share_prompts,
 )
@@ -92,34 +91,15 @@ def ranked_rows(
     return out, skipped
 
 
-def ranking_batch(rows: Sequence[RankedRow], pad_id: int, device: torch.device) -> RankingBatch:
-    """The rows' responses as packed rows, and their pairs as indices into them.
-
-    Every packed row is as wide as the longest prompt-and-responses group, and shorter groups
-    share rows first-fit decreasing, attending only to themselves: the padding left is what
-    packing cannot remove, and no row is longer (nor its attention wider) than without it.
-    """
-    # (comparison, index of its first exchange in the group, group)
-    groups = []
-    for number, row in enumerate(rows):
-        start = 0
-        for group in share_prompts(row.exchanges):
-            groups.append((number, start, group))
-            start += len(group.exchanges)
-    width = max(len(group) for _, _, group in groups)
-    layout = first_fit_decreasing([len(group) for _, _, group in groups], width)
-    packed = [[groups[i] for i in row] for row in layout]
-    # Where each comparison's exchanges landed among the batch's, counted row by row.
-    position: dict[tuple[int, int], int] = {}
-    for number, start, group in (item for row in packed for item in row):
-        for offset in range(len(group.exchanges)):
-            position[(number, start + offset)] = len(position)
-    batch = packed_batch([[group for _, _, group in row] for row in packed], pad_id, device)
-    pairs = [
-        (position[(number, better)], position[(number, worse)], margin)
-        for number, row in enumerate(rows)
-        for better, worse, margin in row.pairs
-    ]
+def ranking_batch(rows: Sequence[RankedRow], device: torch.device) -> RankingBatch:
+    """The rows' responses in one packed row, each comparison's prompt once, and their pairs as
+    indices into the responses (numbered in order, comparison after comparison)."""
+    batch = packed_batch([g for row in rows for g in share_prompts(row.exchanges)], device)
+    pairs = []
+    first = 0  # the number of the comparison's first response
+    for row in rows:
+        pairs.extend((first + better, first + worse, m) for better, worse, m in row.pairs)
+        first += len(row.exchanges)
     better, worse, margins = zip(*pairs, strict=True)
     return RankingBatch(
         batch,
@@ -129,6 +109,6 @@ def ranking_batch(rows: Sequence[RankedRow], pad_id: int, device: torch.device) 
     )
 
 
-def pair_batch(pairs: Sequence[RankedPair], pad_id: int, device: torch.device) -> RankingBatch:
-    """Independent pairs: one row each where the two share their prompt, else one per exchange."""
-    return ranking_batch([RankedRow.of([pair]) for pair in pairs], pad_id, device)
+def pair_batch(pairs: Sequence[RankedPair], device: torch.device) -> RankingBatch:
+    """Independent pairs: one comparison each, sharing a prompt where the two have the same."""
+    return ranking_batch([RankedRow.of([pair]) for pair in pairs], device)

@@ -98,7 +98,7 @@ def train_reward_model(config: RewardConfig, progress: Progress | None = None) -
         run,
         RankingObjective(model),
         rows,
-        collate=lambda part: ranking_batch(part, encoder.pad_id, run.device),
+        collate=lambda part: ranking_batch(part, run.device),
         denominator=lambda batch: sum(len(row.pairs) for row in batch),  # a mean over pairs
     )
     if fitted.history.stopped:

@@ -1,7 +1,8 @@
 """Supervised fine-tuning: next-token loss on the response tokens only.
 
 Prompt and response go through the chat format; exchanges are packed into rows of
-`max_seq_len` tokens, each attending only to itself. Llama 2 (section 3.1): cosine schedule,
+`max_seq_len` tokens (what `batch_size` counts), each attending only to itself, and a
+micro-batch's rows run end to end as one row, with no padding. Llama 2 (section 3.1): cosine schedule,
 lr 2e-5, weight decay 0.1, batch 64, 2 epochs.
 """
 
@@ -22,7 +23,6 @@ from rlhf.train.encoding import (
     ChatEncoder,
     Exchange,
     PackedBatch,
-    narrowest_rows,
     pack,
     packed_batch,
     token_logprobs,
@@ -62,9 +62,9 @@ class LanguageModelObjective(nn.Module):
         return -logprobs.sum(), {}
 
 
-def sft_batch(rows: Sequence[Sequence[Exchange]], pad_id: int, device: torch.device) -> PackedBatch:
-    """A micro-batch of packed rows as tensors, its exchanges laid out in the narrowest rows."""
-    return packed_batch(narrowest_rows(rows), pad_id, device)
+def sft_batch(rows: Sequence[Sequence[Exchange]], device: torch.device) -> PackedBatch:
+    """A micro-batch of packed rows, their exchanges end to end in one row (no padding)."""
+    return packed_batch([exchange for row in rows for exchange in row], device)
 
 
 def run_sft(config: SFTConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def fine_tune(
         run,
         LanguageModelObjective(model),
         rows,
-        collate=lambda part: sft_batch(part, encoder.pad_id, run.device),
+        collate=lambda part: sft_batch(part, run.device),
         denominator=lambda batch: sum(len(e.response) for row in batch for e in row),  # targets
     )
     if fitted.history.stopped:

@@ -21,8 +21,6 @@ from rlhf.train.encoding import (
     Exchange,
     TokenBatch,
     content_mask,
-    narrowest_rows,
-    packed_batch,
     share_prompts,
     token_logprobs,
 )
@@ -74,10 +72,11 @@ def test_a_reward_row_holds_its_prompt_once_and_scores_as_separate_rows() -> Non
     rows, skipped = ranked_rows(encoder, comparisons(), MARGINS["small"], 256, seed=0)
     assert skipped == 0 and [len(r.exchanges) for r in rows] == [3, 2]
     assert [len(r.pairs) for r in rows] == [3, 1]
-    batch = ranking_batch(rows, encoder.pad_id, CPU)
+    batch = ranking_batch(rows, CPU)
     layouts = [share_prompts(r.exchanges) for r in rows]
     assert all(len(groups) == 1 for groups in layouts)  # one prompt per row
-    assert batch.rows.tokens.shape[1] == max(len(groups[0]) for groups in layouts)
+    # One row, no padding: each comparison's prompt once, then its responses.
+    assert tuple(batch.rows.tokens.shape) == (1, sum(len(groups[0]) for groups in layouts))
 
     rows_ = batch.rows
     with torch.no_grad():
@@ -87,7 +86,7 @@ def test_a_reward_row_holds_its_prompt_once_and_scores_as_separate_rows() -> Non
     assert_close(shared, separate, atol=1e-5, rtol=0)
 
 
-def test_short_comparisons_share_a_row_and_score_as_they_would_alone() -> None:
+def test_comparisons_of_any_lengths_lie_end_to_end_and_score_as_they_would_alone() -> None:
     encoder = ChatEncoder(tiny_tokenizer())
     model = reward_model(encoder.tokenizer.vocab_size)
     common = {"safety": "both_safe", "guideline": "helpfulness", "batch": "2026-W48"}
@@ -105,10 +104,8 @@ def test_short_comparisons_share_a_row_and_score_as_they_would_alone() -> None:
     ]
     rows, _ = ranked_rows(encoder, [short[0], long, short[1]], MARGINS["small"], 512, seed=0)
     lengths = [len(share_prompts(r.exchanges)[0]) for r in rows]
-    assert lengths[0] + lengths[2] <= lengths[1]
-    batch = ranking_batch(rows, encoder.pad_id, CPU)
-    # The long comparison fills a row of its own; the two short ones share the other.
-    assert tuple(batch.rows.tokens.shape) == (2, lengths[1])
+    batch = ranking_batch(rows, CPU)
+    assert tuple(batch.rows.tokens.shape) == (1, sum(lengths))  # no padding
 
     pairs = [(r.exchanges[b], r.exchanges[w]) for r in rows for b, w, _ in r.pairs]
     with torch.no_grad():
@@ -125,7 +122,7 @@ def test_the_ranking_loss_and_its_gradient_are_those_of_separate_rows() -> None:
     separate_model = reward_model(encoder.tokenizer.vocab_size)
     rows, _ = ranked_rows(encoder, comparisons(), MARGINS["small"], 256, seed=0)
 
-    loss, metrics = RankingObjective(shared_model)(ranking_batch(rows, encoder.pad_id, CPU))
+    loss, metrics = RankingObjective(shared_model)(ranking_batch(rows, CPU))
     scores = separate_scores(separate_model, [e for r in rows for e in r.exchanges], encoder.pad_id)
     better, worse, margins, offset = [], [], [], 0
     for row in rows:
@@ -181,14 +178,14 @@ def test_a_too_long_response_leaves_out_its_pairs_and_keeps_the_others() -> None
 
 def test_independent_pairs_keep_their_own_prompts() -> None:
     """Pairs whose responses have different prompts (as benchmarks/rlhf_step.py builds them)
-    lay each exchange out in a row of its own."""
+    lay each exchange out with its own prompt."""
     encoder = ChatEncoder(tiny_tokenizer())
     model = reward_model(encoder.tokenizer.vocab_size)
     first, second = comparisons()
     a, b = encoder.exchange(first, first.chosen), encoder.exchange(second, second.chosen)
     assert [len(g.exchanges) for g in share_prompts([a, a, b])] == [2, 1]
-    batch = pair_batch([RankedPair(a, b, 1.0), RankedPair(b, a, 0.0)], encoder.pad_id, CPU)
-    assert batch.rows.tokens.shape[0] == 4
+    batch = pair_batch([RankedPair(a, b, 1.0), RankedPair(b, a, 0.0)], CPU)
+    assert batch.rows.tokens.shape[1] == 2 * (len(a.ids) + len(b.ids))
     loss, _ = RankingObjective(model)(batch)
     scores = separate_scores(model, [a, b], encoder.pad_id)
     expected = margin_ranking_loss(scores[[0, 1]], scores[[1, 0]], torch.tensor([1.0, 0.0]))
@@ -225,10 +222,12 @@ def test_dpo_logprobs_and_loss_are_those_of_separate_rows() -> None:
     rows, pairs = dpo_rows(encoder)
     assert len(pairs) == 4
     reference = torch.tensor([[-30.0, -40.0], [-35.0, -40.0], [-30.0, -35.0], [-10.0, -12.0]])
-    batch = preference_batch(rows, reference, encoder.tokenizer, encoder.pad_id, CPU)
-    # One row per comparison, each response in it once: the edited comparison's row is its
-    # prompt and its three responses, where separate pairs would repeat each of them.
-    assert batch.ranking.rows.tokens.shape[0] == len(rows)
+    batch = preference_batch(rows, reference, encoder.tokenizer, CPU)
+    # Each comparison's prompt once and each of its responses once: the edited comparison is
+    # its prompt and its three responses, where separate pairs would repeat each of them.
+    assert batch.ranking.rows.tokens.shape[1] == sum(
+        len(r.exchanges[0].prompt) + sum(len(e.response) for e in r.exchanges) for r in rows
+    )
     assert batch.ranking.rows.target_mask.sum() == sum(
         len(e.response) for r in rows for e in r.exchanges
     )
@@ -243,7 +242,7 @@ def test_dpo_logprobs_and_loss_are_those_of_separate_rows() -> None:
     assert_close(metrics["nll"], nll.sum(), atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         assert_close(
-            reference_logprobs(model, encoder.tokenizer, encoder.pad_id, rows, batch_size=1),
+            reference_logprobs(model, encoder.tokenizer, rows, batch_size=1),
             logprobs,
             atol=1e-5,
             rtol=1e-5,
@@ -254,7 +253,9 @@ def test_packed_sft_rows_compute_what_separate_rows_do() -> None:
     encoder = ChatEncoder(tiny_tokenizer())
     model = tiny_policy(encoder.tokenizer.vocab_size)
     exchanges = [e for pair in dpo_pairs(encoder) for e in pair]
-    packed = packed_batch([exchanges[:3], exchanges[3:]], encoder.pad_id, CPU)
+    # Two packed rows of a micro-batch, uneven as a step's last rows often are.
+    packed = sft_batch([exchanges[:-1], exchanges[-1:]], CPU)
+    assert tuple(packed.tokens.shape) == (1, sum(len(e.ids) for e in exchanges))  # no padding
     # As SFT computes them (without `previous`: packed exchanges do not share prompts) ...
     per_token = token_logprobs(
         model,
@@ -266,35 +267,10 @@ def test_packed_sft_rows_compute_what_separate_rows_do() -> None:
     separate = TokenBatch.of(exchanges, encoder.pad_id, CPU)
     expected = token_logprobs(model, separate.tokens, separate.response_mask).sum(1)
     assert_close(packed.per_exchange(per_token), expected, atol=1e-5, rtol=1e-5)
-    # ... and through the rows' own method.
+    # ... through the row's own method, and as SFT's loss.
     assert_close(packed.logprobs(model), per_token, atol=0, rtol=0)
-
-
-def test_an_uneven_sft_micro_batch_is_laid_out_narrower_with_the_same_loss() -> None:
-    encoder = ChatEncoder(tiny_tokenizer())
-    objective = LanguageModelObjective(tiny_policy(encoder.tokenizer.vocab_size))
-    exchanges = [e for pair in dpo_pairs(encoder) for e in pair]
-    uneven = [exchanges[:-1], exchanges[-1:]]  # as a step's last rows often are
-    narrow = narrowest_rows(uneven)
-    assert len(narrow) == 2
-    assert sorted(map(id, (e for row in narrow for e in row))) == sorted(map(id, exchanges))
-    as_packed = packed_batch(uneven, encoder.pad_id, CPU)
-    batch = sft_batch(uneven, encoder.pad_id, CPU)
-    tokens = sum(len(e.ids) for e in exchanges)
-    assert batch.tokens.shape[1] < as_packed.tokens.shape[1]
-    assert batch.tokens.shape[1] <= max(len(e.ids) for e in exchanges) + tokens // 2
-    with torch.no_grad():
-        assert_close(objective(batch)[0], objective(as_packed)[0], atol=1e-5, rtol=1e-6)
-
-
-def test_rows_that_are_already_even_keep_their_width() -> None:
-    encoder = ChatEncoder(tiny_tokenizer())
-    exchanges = [e for pair in dpo_pairs(encoder) for e in pair]
-    rows = [[e] for e in exchanges]
-    widest = max(len(e.ids) for e in exchanges)
-    narrow = narrowest_rows(rows)
-    assert max(sum(len(e.ids) for e in row) for row in narrow) == widest
-    assert len(narrow) <= len(rows)
+    loss, _ = LanguageModelObjective(model)(packed)
+    assert_close(loss, -expected.sum(), atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.smollm2
@@ -304,7 +280,7 @@ def test_shared_rows_match_separate_rows_on_smollm2(smollm2_checkpoint: Path) ->
     rm = ScalarModel.from_policy(policy)
     torch.nn.init.normal_(rm.score.weight, std=0.02)
     rows, _ = ranked_rows(encoder, comparisons(), MARGINS["small"], 1024, seed=0)
-    batch = ranking_batch(rows, encoder.pad_id, CPU).rows
+    batch = ranking_batch(rows, CPU).rows
     with torch.no_grad():
         values = rm(batch.tokens, positions=batch.positions, mask=batch.attention)
         separate = separate_scores(rm, [e for r in rows for e in r.exchanges], encoder.pad_id)
@@ -312,7 +288,7 @@ def test_shared_rows_match_separate_rows_on_smollm2(smollm2_checkpoint: Path) ->
 
         dpo, pairs = dpo_rows(encoder)
         reference = torch.zeros(len(pairs), 2)
-        shared = preference_batch(dpo, reference, encoder.tokenizer, encoder.pad_id, CPU)
+        shared = preference_batch(dpo, reference, encoder.tokenizer, CPU)
         logprobs, _ = separate_dpo_logprobs(policy, encoder, pairs)
         assert_close(shared.logprobs(policy), logprobs, atol=1e-4, rtol=1e-5)
 

@@ -13,7 +13,14 @@ from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
 from modelcore.config import ModelConfig
 from modelcore.cpu_sampling import prepare_for_cpu_sampling
 from modelcore.model import LlamaLM
-from modelcore.sampling import SamplingParams, decode, generate, generate_together
+from modelcore.sampling import (
+    SamplingParams,
+    _Rows,
+    _sample,
+    decode,
+    generate,
+    generate_together,
+)
 from modelcore.tokenizer import Tokenizer
 
 TINY = ModelConfig.from_name(
@@ -49,6 +56,24 @@ def test_top_k_1_and_tiny_top_p_are_greedy(model: LlamaLM) -> None:
     greedy = tokens(model, max_new_tokens=15, temperature=0)
     assert tokens(model, max_new_tokens=15, top_k=1, seed=1) == greedy
     assert tokens(model, max_new_tokens=15, top_p=1e-6, seed=2) == greedy
+
+
+def test_draws_follow_the_tempered_truncated_distribution() -> None:
+    """Each row's token is drawn with the probability softmax(logits / T) gives it after the
+    top-k cut: frequencies over many rows (their own seeds) within 4 standard errors, and the
+    cut tokens never drawn."""
+    rows, temperature = 20_000, 0.5
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -0.5, -100.0, 1.5])
+    params = [SamplingParams(temperature=temperature, top_k=5)] * rows
+    batch = _Rows.build(params, list(range(rows)), len(logits), torch.device("cpu"))
+    token, _ = _sample(logits.expand(rows, -1).clone(), batch)
+    kept = logits.topk(5).indices
+    expected = torch.zeros_like(logits)
+    expected[kept] = torch.softmax(logits[kept] / temperature, dim=0)
+    observed = torch.bincount(token, minlength=len(logits)).float() / rows
+    error = (expected * (1 - expected) / rows).sqrt()
+    assert torch.all((observed - expected).abs() <= 4 * error + 1e-9), (observed, expected)
+    assert observed[[4, 5]].sum() == 0
 
 
 def test_top_k_limits_the_choices(model: LlamaLM) -> None:

@@ -5,7 +5,7 @@
 - int8 (CPU): int8 weight-only linear layers (`modelcore.cpu_sampling`), eager.
 - int8-compiled (CPU): the same, with the one-token decoding step compiled by torch.compile
   (`modelcore.compiled_decode`): the same tokens as int8 (greedy answers identical on the test
-  prompts), 74 against 59 tok/s for a pair here (2 rows, 32 tokens, best of 3), after about
+  prompts), 110 against 79 tok/s for a pair here (2 rows, 32 tokens, best of 3), after about
   40 s of compiling per shape while the model loads.
 - cuda-graphs (GPU): the one-token decoding step compiled and replayed as a CUDA graph
   (`modelcore.compiled_decode`).

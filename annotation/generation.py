@@ -161,12 +161,13 @@ def _params(response: Response) -> SamplingParams:
 
 class _Stream:
     """The responses' text and token counts as they grow, written to their rows at most every
-    STREAM_INTERVAL (the first tokens at once), while this run holds the lease."""
+    STREAM_INTERVAL (each side's first token at once), while this run holds the lease."""
 
     def __init__(self, responses: list[Response], lease: Lease) -> None:
         self._lease = lease
         self._unwritten: dict[int, tuple[str, int]] = {}
         self._last_write = float("-inf")
+        self._shown: set[int] = set()  # the responses whose first text is written
         # When each response got its last token: its generation time, as the pair samples
         # together and one side may finish first.
         self.finished_at = {response.pk: time.monotonic() for response in responses}
@@ -176,12 +177,14 @@ class _Stream:
         now = time.monotonic()
         self.finished_at[response_id] = now
         self._unwritten[response_id] = (text, num_tokens)
-        if now - self._last_write < STREAM_INTERVAL:
+        # The page shows each side as soon as it has text, not one side an interval later.
+        if response_id in self._shown and now - self._last_write < STREAM_INTERVAL:
             return
         if self._lease.lost.is_set():
             raise _LeaseLost
         for pk, (latest, count) in self._unwritten.items():
             Response.objects.filter(pk=pk).update(text=latest, num_tokens=count)
+        self._shown.update(self._unwritten)
         self._unwritten.clear()
         self._last_write = now
 

@@ -338,10 +338,12 @@ def _sample(logits: torch.Tensor, rows: _Rows) -> tuple[torch.Tensor, torch.Tens
     draws = torch.zeros_like(cdf[:, :1])
     for row in rows.sampled:
         draws[row] = torch.rand(1, generator=rows.generators[row], device=draws.device)
-    # Scaled by the total, which rounding leaves a little off 1; `right=True` never lands on a
-    # token of probability 0, whose cumulative sum equals its predecessor's.
-    token = torch.searchsorted(cdf, draws * cdf[:, -1:], right=True).squeeze(1)
-    token = token.clamp(max=cdf.shape[1] - 1)
+    # Scaled by the total, which rounding leaves a little off 1, and kept below it. `right=True`
+    # then finds the first token whose cumulative sum exceeds the draw: a token of probability
+    # 0 never, as its sum equals its predecessor's.
+    total = cdf[:, -1:]
+    below = torch.nextafter(total, torch.zeros_like(total))
+    token = torch.searchsorted(cdf, torch.minimum(draws * total, below), right=True).squeeze(1)
     if rows.greedy is not None:
         token = torch.where(rows.greedy, raw.argmax(dim=-1), token)
     return token, logprobs.gather(1, token[:, None]).squeeze(1)

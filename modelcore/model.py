@@ -199,24 +199,12 @@ class Decoder(nn.Module):
         ):
             self.caches = self._kept
             return
-        self.caches = [
-            KVCache(
-                batch,
-                self.config.n_kv_heads,
-                max_len,
-                self.config.head_dim,
-                weight.dtype,
-                weight.device,
-            )
-            for _ in self.layers
-        ]
+        self.caches = kv_caches(self.config, len(self.layers), batch, max_len, like=weight)
 
     def copy_cache_rows(self, sources: torch.Tensor) -> None:
         """Row i of every KV cache becomes a copy of row sources[i], in place (a compiled step
         keeps its buffers)."""
-        for cache in self.caches or []:
-            cache.k.copy_(cache.k.index_select(0, sources))
-            cache.v.copy_(cache.v.index_select(0, sources))
+        copy_cache_rows(self.caches or [], sources)
 
     def clear_caches(self) -> None:
         self._kept = self.caches if self.keep_caches else None
@@ -238,11 +226,22 @@ class Decoder(nn.Module):
         tokens. slots: [T], where these tokens go in the KV cache, required once caches are set
         up (S is then the cache length).
         """
-        length = tokens.shape[1]
         if (self.caches is None) != (slots is None):
             raise ValueError("cache slots are needed exactly when KV caches are set up")
         if self.caches is not None and isinstance(mask, Segments):
             raise ValueError("segments are for packed training rows, not a KV cache")
+        x = self.embed(tokens)
+        rope = self.rotary(tokens.shape[1], positions, x.dtype)
+        caches = self.caches or [None] * len(self.layers)
+        for layer, cache in zip(self.layers, caches, strict=True):
+            x = layer(x, rope, mask, cache, slots)
+        return self.norm(x)
+
+    def rotary(
+        self, length: int, positions: torch.Tensor | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for `length` tokens at `positions` [B, T] (None: 0..length-1), in
+        `dtype`, broadcastable to the attention's [B, H, T, D]."""
         if positions is None:
             if length > self.config.max_seq_len:
                 raise ValueError(
@@ -254,12 +253,37 @@ class Decoder(nn.Module):
         else:
             table = self.rope[:, positions]  # [2, B, T, D]
             cos, sin = table[0][:, None], table[1][:, None]
-        x = self.embed(tokens)
-        rope = (cos.to(x.dtype), sin.to(x.dtype))
-        caches = self.caches or [None] * len(self.layers)
-        for layer, cache in zip(self.layers, caches, strict=True):
-            x = layer(x, rope, mask, cache, slots)
-        return self.norm(x)
+        return cos.to(dtype), sin.to(dtype)
+
+
+def kv_caches(
+    config: ModelConfig, layers: int, batch: int, max_len: int, *, like: torch.Tensor
+) -> list[KVCache]:
+    """Empty KV caches for `layers` blocks, in the dtype and on the device of `like`."""
+    return [
+        KVCache(batch, config.n_kv_heads, max_len, config.head_dim, like.dtype, like.device)
+        for _ in range(layers)
+    ]
+
+
+def distinct_rows(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For a prefill batch [B, T] in which some rows repeat (a comparison's two responses share
+    their prompt): the first row of each distinct row, and for every row the index of its
+    distinct row among those. None when every row differs."""
+    keys = [tuple(row) for row in tokens.tolist()]
+    distinct = list(dict.fromkeys(keys))
+    if len(distinct) == len(keys):
+        return None
+    firsts = torch.tensor([keys.index(key) for key in distinct], device=tokens.device)
+    sources = torch.tensor([distinct.index(key) for key in keys], device=tokens.device)
+    return firsts, sources
+
+
+def copy_cache_rows(caches: list[KVCache], sources: torch.Tensor) -> None:
+    """Row i of every cache becomes a copy of row sources[i], in place."""
+    for cache in caches:
+        cache.k.copy_(cache.k.index_select(0, sources))
+        cache.v.copy_(cache.v.index_select(0, sources))
 
 
 class LlamaLM(nn.Module):

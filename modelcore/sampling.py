@@ -7,7 +7,8 @@ budget, so a row gives the same tokens alone or in a batch.
 
 `decode` is the decoding loop as a generator, one step per `next()`; `generate` runs one to the
 end, and `generate_together` advances several, each on its own model, a step each in turn, so
-two model versions answer the same prompt side by side.
+two model versions answer the same prompt side by side. (Versions that share their bottom
+blocks do better as one decoding: `modelcore.shared_trunk`.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from modelcore.model import LlamaLM
+from modelcore.model import LlamaLM, distinct_rows
 
 FinishReason = Literal["stop", "length", "context"]
 
@@ -95,7 +96,8 @@ def generate_together(
 
     The steps run one after the other in this thread: on a CPU, where a step is bound by reading
     its model's weights, two models take as long together as one after the other; what they
-    gain is that both stream from the first token.
+    gain is that both stream from the first token. Models that share their bottom blocks are
+    one decoding instead, through `modelcore.shared_trunk.SharedTrunk`.
     """
     if len(on_tokens) != len(decodings):
         raise ValueError(f"{len(decodings)} decodings but {len(on_tokens)} on_tokens callbacks")
@@ -170,10 +172,10 @@ def decode(
     generator ends or is closed. Bad arguments raise ValueError here, not at the first step.
 
     `params` is one SamplingParams for every row (row 0 draws from its seed, the others from
-    seeds mixed from it, so rows differ) or one per row. Each row stops at its own budget: `max_new_tokens` or the end of
-    the model's context, whichever comes first. `logprobs` are the log-probabilities of the
-    sampled tokens under the temperature-scaled distribution before top-k/top-p (under the
-    raw distribution when greedy): what PPO compares against.
+    seeds mixed from it, so rows differ) or one per row. Each row stops at its own budget:
+    `max_new_tokens` or the end of the model's context, whichever comes first. `logprobs` are
+    the log-probabilities of the sampled tokens under the temperature-scaled distribution
+    before top-k/top-p (under the raw distribution when greedy): what PPO compares against.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
@@ -254,17 +256,16 @@ def _decoding(
     slots = torch.arange(columns, device=device)
     # Rows with the same prompt (a comparison's two responses from one model) share a prefill:
     # each distinct prompt runs once, and its keys, values and logits are copied to its rows.
-    keys = [tuple(prompt) for prompt in prompts]
-    distinct = list(dict.fromkeys(keys))
-    firsts = [keys.index(key) for key in distinct]
-    sources = torch.tensor([distinct.index(key) for key in keys], device=device)
+    # A model whose rows are different policies' (`SharedTrunk`) shares what it can itself.
+    repeats = None if getattr(model, "shares_prefill", False) else distinct_rows(tokens)
     model.decoder.setup_caches(batch, columns)
     try:
-        if len(distinct) == batch:
+        if repeats is None:
             logits = model(
                 tokens, positions=positions, mask=mask, slots=slots[:longest], last_only=True
             )
         else:
+            firsts, sources = repeats
             logits = model(
                 tokens[firsts],
                 positions=positions[firsts],

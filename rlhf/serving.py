@@ -33,6 +33,7 @@ from modelcore.compiled_decode import CompiledDecoding
 from modelcore.model import LlamaLM
 from modelcore.sampling import Completion, SamplingParams, decode, generate_together
 from modelcore.sampling_modes import prepare_for_sampling
+from modelcore.shared_trunk import ModelDigests, SharedTrunk, common_parts, model_digests
 from modelcore.tokenizer import StreamDecoder, Tokenizer
 from rlhf.models import ModelVersion
 
@@ -127,9 +128,11 @@ def sample_replies(
     with its own version and parameters; `on_text[i]` receives side i's text and token count
     as they grow. Returns each side's final text and completion.
 
-    Sides of one version are the rows of one batched pass; different versions advance a token
-    each in turn (`modelcore.sampling.generate_together`), so both sides stream from the start
-    and finish together.
+    Sides of one version are the rows of one batched pass. Versions that share their bottom
+    blocks (a version the loop trained in its top blocks beside its parent) run those blocks
+    once for every row (`modelcore.shared_trunk`), so a pair costs little more than one reply;
+    other versions advance a token each in turn (`modelcore.sampling.generate_together`).
+    Either way both sides stream from the start and finish together.
     """
     if len(on_text) != len(sides):
         raise ValueError(f"{len(sides)} sides but {len(on_text)} on_text callbacks")
@@ -138,33 +141,45 @@ def sample_replies(
     for index, key in enumerate(keys):
         rows_of.setdefault(key, []).append(index)
     chats = {key: _chat_format(*key) for key in rows_of}
+    prompts = {key: chat.encode_prompt(messages) for key, chat in chats.items()}
+    params = [
+        dataclasses.replace(
+            side, stop_ids=tuple(stop_ids(chats[key].tokenizer, chats[key].template))
+        )
+        for key, (_, side) in zip(keys, sides, strict=True)
+    ]
     streams = [
         _TextStream(chats[key], callback) for key, callback in zip(keys, on_text, strict=True)
     ]
-    decodings = []
-    for key, indices in rows_of.items():
-        chat = chats[key]
-        stops = tuple(stop_ids(chat.tokenizer, chat.template))
-        decodings.append(
-            decode(
-                _sampling_policy(*key),
-                [chat.encode_prompt(messages)] * len(indices),
-                [dataclasses.replace(sides[i][1], stop_ids=stops) for i in indices],
-                pad_id=chat.tokenizer.pad_id or 0,
-            )
+    served = {key: _sampling_policy(*key) for key in rows_of}
+    trunk = _shared_trunk(list(served.values()), [len(rows) for rows in rows_of.values()])
+    if trunk is None:
+        groups = list(rows_of.values())
+        policies = [served[key].policy for key in rows_of]
+    else:
+        groups = [[index for rows in rows_of.values() for index in rows]]
+        policies = [trunk]
+    decodings = [
+        decode(
+            policy,
+            [prompts[keys[index]] for index in group],
+            [params[index] for index in group],
+            pad_id=chats[keys[group[0]]].tokenizer.pad_id or 0,
         )
+        for policy, group in zip(policies, groups, strict=True)
+    ]
     with _sampling:
         results = generate_together(
             decodings,
             on_tokens=[
-                functools.partial(_push_rows, [streams[i] for i in indices])
-                for indices in rows_of.values()
+                functools.partial(_push_rows, [streams[index] for index in group])
+                for group in groups
             ],
         )
     completions = {
         index: completion
-        for indices, group in zip(rows_of.values(), results, strict=True)
-        for index, completion in zip(indices, group, strict=True)
+        for group, completed in zip(groups, results, strict=True)
+        for index, completion in zip(group, completed, strict=True)
     }
     return [(stream.finish(), completions[index]) for index, stream in enumerate(streams)]
 
@@ -202,10 +217,32 @@ def _push_rows(streams: list[_TextStream], tokens: list[int | None]) -> None:
             stream.push(token)
 
 
+@dataclass(frozen=True)
+class _Served:
+    """A version's model prepared to sample, and the digests of its parts as loaded (a
+    prepared model's weights can no longer be compared)."""
+
+    policy: LlamaLM | CompiledDecoding
+    digests: ModelDigests
+
+
 @functools.lru_cache(maxsize=2)  # the batch's two variants, kept warm between tasks
-def _sampling_policy(directory: str, sha256: str) -> LlamaLM | CompiledDecoding:
+def _sampling_policy(directory: str, sha256: str) -> _Served:
     # Prepared once per process in settings.SERVING_SAMPLING_MODE. A compiled mode compiles
     # here, as the model loads, before its first sampled token: the first comparison a fresh
     # worker samples waits for it (tens of seconds on a CPU), later ones replay the compiled step.
     model = _load(Path(directory), sha256, serving_device()).model.eval()
-    return prepare_for_sampling(model, settings.SERVING_SAMPLING_MODE)
+    digests = model_digests(model)
+    return _Served(prepare_for_sampling(model, settings.SERVING_SAMPLING_MODE), digests)
+
+
+def _shared_trunk(served: list[_Served], rows: list[int]) -> SharedTrunk | None:
+    """One decoding for several versions through the bottom blocks they share; None for a
+    single version, for versions that share no block, and for compiled ones (a compiled step
+    is one whole model's)."""
+    if len(served) < 2 or not all(isinstance(s.policy, LlamaLM) for s in served):
+        return None
+    common = common_parts(*(s.digests for s in served))
+    if common.blocks == 0:
+        return None
+    return SharedTrunk([s.policy for s in served], common, rows)  # type: ignore[misc]

@@ -12,9 +12,11 @@ from loop_fixtures import FAST, finished, wait_for
 from annotation.models import Batch, Comparison
 from annotation.services import start_dialogue
 from annotation.tasks import generate_comparison
+from modelcore.shared_trunk import CommonParts, common_parts, model_digests
 from rlhf import services
 from rlhf.authentication import create_api_token
 from rlhf.models import Iteration, IterationStep, ModelVersion, PublicationEvent
+from rlhf.serving import load_version
 
 
 @pytest.mark.parametrize(
@@ -26,9 +28,12 @@ def test_a_closed_week_becomes_the_next_published_model(
 ):
     # Started over the API, as a researcher's script does: with a token.
     _, token = create_api_token(user=loop.researcher, name="script")
+    # The policy trains its top block only (the CPU default trains SmolLM2's top two of 30; the
+    # tiny model has two), so the next batch can sample it and its parent on their shared trunk.
+    hyperparameters = {**FAST, algorithm: {**FAST[algorithm], "train_layers": 1}}
     response = Client().post(
         "/api/iterations/",
-        {"algorithm": algorithm, "hyperparameters": FAST},
+        {"algorithm": algorithm, "hyperparameters": hyperparameters},
         content_type="application/json",
         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "week-47"},
     )
@@ -79,7 +84,10 @@ def test_a_closed_week_becomes_the_next_published_model(
     [event] = PublicationEvent.objects.all()
     assert (event.version, event.previous, event.batch) == (policy, loop.base, serving.name)
 
-    # The next batch samples from the new policy.
+    # The next batch samples from the new policy, through the block and LM head it shares
+    # with its parent bit for bit (rlhf.serving reads the same digests).
+    digests = [model_digests(load_version(version).model) for version in (policy, loop.base)]
+    assert common_parts(*digests) == CommonParts(blocks=1, head=True)
     comparison = start_dialogue(
         author=loop.researcher, prompt="Name a colour.", guideline="helpfulness"
     ).comparison

@@ -17,6 +17,7 @@ from modelcore.model import LlamaLM
 from modelcore.sampling import SamplingParams
 from modelcore.tiny import save_tiny_model
 from rlhf.serving import (
+    _sampling_policy,
     _TextStream,
     chat_format,
     load_version,
@@ -128,6 +129,56 @@ def test_a_pair_sampled_together_equals_each_reply_alone(
         assert [count for _, count in seen] == list(range(1, params.max_new_tokens + 1))
         assert text.startswith(seen[-1][0].strip())
     assert pair[0][0] != pair[1][0]
+
+
+@pytest.fixture
+def top_trained_version(tiny_model_dir, artifacts_root, db):
+    """The tiny model with its top block changed, as the loop's cheap training mode leaves a
+    new version beside its parent."""
+    checkpoint = load_checkpoint(tiny_model_dir)
+    with torch.no_grad():
+        for weight in checkpoint.model.decoder.layers[-1].parameters():
+            weight.mul_(1.5)
+    directory = artifacts_root / "models" / "tiny-top-trained"
+    save_checkpoint(checkpoint.model, checkpoint.tokenizer, directory, overwrite=True)
+    return register(directory, artifacts_root, "tiny-top-trained")
+
+
+def test_versions_sharing_their_bottom_blocks_sample_through_them_once(
+    settings, tiny_version, top_trained_version
+):
+    settings.SERVING_DEVICE = "cpu"
+    messages = [Message("user", "Name a colour.")]
+    sides = [
+        (tiny_version, SamplingParams(max_new_tokens=10, temperature=0.7, top_p=0.9, seed=4)),
+        (top_trained_version, SamplingParams(max_new_tokens=10, temperature=0.7, seed=4)),
+    ]
+    parent, child = (_sampling_policy(str(v.directory), v.sha256).policy for v, _ in sides)
+    calls = {"parent bottom": 0, "child bottom": 0, "child top": 0}
+
+    def count(name):
+        def hook(*_):
+            calls[name] += 1
+
+        return hook
+
+    hooks = [
+        parent.decoder.layers[0].register_forward_hook(count("parent bottom")),
+        child.decoder.layers[0].register_forward_hook(count("child bottom")),
+        child.decoder.layers[-1].register_forward_hook(count("child top")),
+    ]
+    try:
+        pair = sample_replies(messages, sides, [lambda *_: None] * 2)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # One prefill and nine steps: the parent's bottom block ran them for both rows, the
+    # child's own top block for its row, and the child's copy of the bottom block never ran.
+    assert calls == {"parent bottom": 10, "child bottom": 0, "child top": 10}
+    for (version, params), (text, completion) in zip(sides, pair, strict=True):
+        alone_text, alone = sample_reply(version, messages, params, lambda _: None)
+        assert (text, completion.tokens) == (alone_text, alone.tokens)
+    assert pair[0][1].tokens != pair[1][1].tokens  # same seed, different top block
 
 
 def test_a_sampled_nul_byte_is_stored_as_the_replacement_character(tiny_version):

@@ -51,9 +51,9 @@ def test_a_model_is_prepared_once_in_the_mode(
     settings, tiny_version, fresh_policies, mode, layer, compiled
 ):
     settings.SERVING_DEVICE, settings.SERVING_SAMPLING_MODE = "cpu", mode
-    policy = _sampling_policy(str(tiny_version.directory), tiny_version.sha256)
+    policy = _sampling_policy(str(tiny_version.directory), tiny_version.sha256).policy
     assert isinstance(policy, CompiledDecoding) == compiled
     model = policy.model if compiled else policy
     assert isinstance(model.lm_head, layer)
     # The next task finds the same prepared model: kept warm, not loaded again.
-    assert _sampling_policy(str(tiny_version.directory), tiny_version.sha256) is policy
+    assert _sampling_policy(str(tiny_version.directory), tiny_version.sha256).policy is policy

@@ -17,8 +17,8 @@
   one whole model's, so a policy and its parent that share their bottom blocks cannot run them
   once for both (`modelcore.shared_trunk`) and go a token each in turn: from the loop's second
   week on, eager int8 samples their pair faster (6.0 against 9.1 s for SmolLM2, 256 tokens
-  each). How close int8 stays to float32 is pinned on
-  the real SmolLM2 weights by tests/modelcore/test_sampling_modes.py.
+  each). How close int8 stays to float32 is pinned on the real SmolLM2 weights by
+  tests/modelcore/test_sampling_modes.py.
 
 The names are read by Tandem's settings, which must not load PyTorch, so this module imports
 the sampling code only where it is needed.

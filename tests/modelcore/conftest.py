@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from modelcore.assets import smollm2_gguf_path
+from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
 from modelcore.checkpoint import save_checkpoint
 from modelcore.gguf_import import import_gguf
 from modelcore.model import LlamaLM
+from modelcore.sampling import SamplingParams
 from modelcore.tokenizer import Tokenizer
 from tests.llama_tokenizer import llama_style_tokenizer as build_llama_style_tokenizer
 
@@ -68,3 +70,21 @@ def smollm2_checkpoint(
     """SmolLM2 written once in Tandem's checkpoint format."""
     model, tokenizer = smollm2
     return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("ckpt") / "smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2_comparison(
+    smollm2: tuple[LlamaLM, Tokenizer],
+) -> tuple[list[int], list[SamplingParams]]:
+    """A comparison's request to SmolLM2: a chat prompt's ids, and the sampling parameters of
+    its two sides (two temperatures and seeds, the chat's stop tokens, 24 tokens)."""
+    _, tokenizer = smollm2
+    template = ChatTemplate.for_tokenizer(tokenizer)
+    dialogue = [Message("user", "Give me two tips for a good night's sleep.")]
+    prompt = encode_dialogue(tokenizer, template, dialogue, add_generation_prompt=True).ids
+    stops = tuple(stop_ids(tokenizer, template))
+    sides = [
+        SamplingParams(max_new_tokens=24, temperature=0.7, top_p=0.9, stop_ids=stops, seed=1),
+        SamplingParams(max_new_tokens=24, temperature=1.0, top_p=0.9, stop_ids=stops, seed=2),
+    ]
+    return prompt, sides

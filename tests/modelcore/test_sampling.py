@@ -9,7 +9,6 @@ import copy
 import pytest
 import torch
 
-from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
 from modelcore.config import ModelConfig
 from modelcore.cpu_sampling import prepare_for_cpu_sampling
 from modelcore.model import LlamaLM
@@ -271,18 +270,12 @@ def test_a_callback_that_raises_frees_both_models_caches(model: LlamaLM) -> None
 @pytest.mark.smollm2
 def test_a_pair_sampled_together_equals_each_side_alone_on_smollm2(
     smollm2: tuple[LlamaLM, Tokenizer],
+    smollm2_comparison: tuple[list[int], list[SamplingParams]],
 ) -> None:
     """As a comparison is sampled: one version at two temperatures in one batch, or two
     versions (here the float32 model and its packed CPU copy) decoding side by side."""
     base, tokenizer = smollm2
-    template = ChatTemplate.for_tokenizer(tokenizer)
-    dialogue = [Message("user", "Give me two tips for a good night's sleep.")]
-    prompt = encode_dialogue(tokenizer, template, dialogue, add_generation_prompt=True).ids
-    stops = tuple(stop_ids(tokenizer, template))
-    sides = [
-        SamplingParams(max_new_tokens=24, temperature=0.7, top_p=0.9, stop_ids=stops, seed=1),
-        SamplingParams(max_new_tokens=24, temperature=1.0, top_p=0.9, stop_ids=stops, seed=2),
-    ]
+    prompt, sides = smollm2_comparison
     pad = tokenizer.pad_id
     alone = [generate(base, [prompt], [side], pad_id=pad)[0] for side in sides]
     assert alone[0].tokens != alone[1].tokens

@@ -10,7 +10,6 @@ import dataclasses
 import pytest
 import torch
 
-from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
 from modelcore.config import ModelConfig
 from modelcore.cpu_sampling import int8_supported, prepare_for_cpu_sampling
 from modelcore.model import LlamaLM
@@ -142,6 +141,7 @@ def test_a_trunk_refuses_what_it_cannot_sample(base: LlamaLM) -> None:
 @pytest.mark.skipif(not int8_supported(), reason="the int8 sampling mode needs AVX2")
 def test_two_smollm2_versions_sample_on_one_int8_trunk_as_each_alone(
     smollm2: tuple[LlamaLM, Tokenizer],
+    smollm2_comparison: tuple[list[int], list[SamplingParams]],
 ) -> None:
     """The generate worker's case after a week of the loop: the published policy (top two
     blocks trained) beside its parent, each one response, in the int8 mode."""
@@ -150,14 +150,7 @@ def test_two_smollm2_versions_sample_on_one_int8_trunk_as_each_alone(
     common = common_parts(model_digests(parent), model_digests(child))
     assert common == CommonParts(model.config.n_layers - 2, head=True)  # tied to the embedding
     parent, child = (prepare_for_cpu_sampling(m, int8=True) for m in (parent, child))
-    template = ChatTemplate.for_tokenizer(tokenizer)
-    dialogue = [Message("user", "Give me two tips for a good night's sleep.")]
-    prompt = encode_dialogue(tokenizer, template, dialogue, add_generation_prompt=True).ids
-    stops = tuple(stop_ids(tokenizer, template))
-    sides = [
-        SamplingParams(max_new_tokens=24, temperature=0.7, top_p=0.9, stop_ids=stops, seed=1),
-        SamplingParams(max_new_tokens=24, temperature=1.0, top_p=0.9, stop_ids=stops, seed=2),
-    ]
+    prompt, sides = smollm2_comparison
     pad = tokenizer.pad_id
     trunk = SharedTrunk([parent, child], common, rows=[1, 1])
     first, second = generate(trunk, [prompt] * 2, sides, pad_id=pad)  # type: ignore[arg-type]

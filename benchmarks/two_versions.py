@@ -14,11 +14,14 @@ every run samples the same number), interleaved, `--repeats` times each:
 - in_turn: the parent's and the child's rows, a token each in turn
   (`modelcore.sampling.generate_together`);
 - shared_trunk: both rows through the shared blocks once, then each version's own
-  (`modelcore.shared_trunk.SharedTrunk`), as the generate worker samples them.
+  (`modelcore.shared_trunk.SharedTrunk`), as the generate worker samples them;
+- second_process: the child's row in a second process, in parallel with the parent's here
+  (`modelcore.sampling_process`), as the generate worker samples two versions that share no
+  block (it makes no use of the shared blocks: the cost is an unrelated model's).
 
 `*_vs_one` is each pair's time over one response's (best runs; the median runs' beside it): the
-target is a pair at about one response. `same_tokens` says whether the shared trunk sampled
-exactly the tokens the versions sample in turn.
+target is a pair at about one response. `same_tokens` says whether the shared trunk and the
+second process sampled exactly the tokens the versions sample in turn.
 
     python benchmarks/two_versions.py                        # int8, 256 tokens, 3 repeats
     python benchmarks/two_versions.py --new-tokens 32 --repeats 1
@@ -32,17 +35,21 @@ import argparse
 import copy
 import os
 import statistics
+import tempfile
 from functools import partial
+from pathlib import Path
 
 import torch
 from _common import emit, environment, interleaved, log, rate
 
 from modelcore.assets import smollm2_gguf_path
 from modelcore.chat import ChatTemplate, Message, encode_dialogue
+from modelcore.checkpoint import checkpoint_digest, save_checkpoint
 from modelcore.gguf_import import import_gguf
 from modelcore.model import LlamaLM
 from modelcore.sampling import SamplingParams, decode, generate, generate_together
 from modelcore.sampling_modes import SAMPLING_MODES, prepare_for_sampling
+from modelcore.sampling_process import Request, SamplingProcess
 from modelcore.shared_trunk import SharedTrunk, common_parts, model_digests
 
 QUESTION = "Give me three ideas for a healthy breakfast, and say why each one is good for you."
@@ -75,6 +82,8 @@ def main() -> None:
     parent = parent.eval()
     child = moved_top(parent, args.train_layers)
     common = common_parts(model_digests(parent), model_digests(child))
+    saved = Path(tempfile.mkdtemp(prefix="two-versions-")) / "child"
+    save_checkpoint(child, tokenizer, saved)
     parent, child = (prepare_for_sampling(m, args.mode) for m in (parent, child))
     if not all(isinstance(m, LlamaLM) for m in (parent, child)):
         parser.error(f"--mode {args.mode} compiles whole models: they cannot share a trunk")
@@ -95,6 +104,24 @@ def main() -> None:
         ]
         return [c.tokens for [c] in generate_together(decodings, on_tokens=[None, None])]
 
+    beside = SamplingProcess(threads=max(1, torch.get_num_threads() // 2))
+    request = Request(
+        str(saved),
+        checkpoint_digest(saved),
+        dtype=torch.float32,
+        device="cpu",
+        mode=args.mode,
+        prompts=[prompt],
+        params=sides[1:],
+        pad_id=pad,
+    )
+
+    def in_a_second_process() -> list[list[int]]:
+        decodings = [decode(parent, [prompt], sides[:1], pad_id=pad), beside.decode(request)]
+        with beside.beside_this_one():
+            completed = generate_together(decodings, on_tokens=[None, None])
+        return [c.tokens for [c] in completed]
+
     def on_shared_trunk() -> list[list[int]]:
         trunk = SharedTrunk([parent, child], common, rows=[1, 1])
         return [c.tokens for c in generate(trunk, [prompt] * 2, sides, pad_id=pad)]  # type: ignore[arg-type]
@@ -104,6 +131,7 @@ def main() -> None:
         "one_version_pair": partial(generate, parent, [prompt] * 2, sides, pad_id=pad),
         "in_turn": in_turn,
         "shared_trunk": on_shared_trunk,
+        "second_process": in_a_second_process,
     }
     log(f"warm-up, then {args.repeats} interleaved runs of each ({common.blocks} shared blocks)")
     for run in runs.values():
@@ -133,10 +161,11 @@ def main() -> None:
             for name, s in seconds.items()
             if name != "one_response"
         },
-        "same_tokens": results["shared_trunk"] == results["in_turn"],
+        "same_tokens": results["shared_trunk"] == results["in_turn"] == results["second_process"],
         "load_average": os.getloadavg(),
         **environment(device),
     }
+    beside.close()
     emit(result)
 
 

@@ -83,11 +83,19 @@ def load_checkpoint(
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    digest: str | None = None,
 ) -> Checkpoint:
-    """Load a checkpoint written by `save_checkpoint`, verifying every file's hash."""
+    """Load a checkpoint written by `save_checkpoint`, verifying every file's hash and, given
+    `digest`, that the checkpoint is the one of that `checkpoint_digest` (a directory rewritten
+    since it was registered is refused, not served)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found")
+    if digest is not None and checkpoint_digest(directory) != digest:
+        raise CheckpointError(
+            f"{directory}: not the files registered for this model version (the manifest's "
+            "digest differs from the recorded one)"
+        )
     _verify_manifest(directory)
     meta = read_json(directory / "config.json")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:

@@ -11,8 +11,10 @@ of a prefork worker is safe.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,17 +24,12 @@ import torch
 from django.conf import settings
 
 from modelcore.chat import ChatTemplate, Message, encode_dialogue, stop_ids
-from modelcore.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    checkpoint_digest,
-    load_checkpoint,
-    read_json,
-)
+from modelcore.checkpoint import Checkpoint, load_checkpoint, read_json
 from modelcore.compiled_decode import CompiledDecoding
 from modelcore.model import LlamaLM
 from modelcore.sampling import Completion, SamplingParams, decode, generate_together
 from modelcore.sampling_modes import prepare_for_sampling
+from modelcore.sampling_process import Request, SamplingProcess
 from modelcore.shared_trunk import ModelDigests, SharedTrunk, common_parts, model_digests
 from modelcore.tokenizer import StreamDecoder, Tokenizer
 from rlhf.models import ModelVersion
@@ -57,16 +54,12 @@ def load_version(version: ModelVersion, *, device: torch.device | None = None) -
 
 
 def _load(directory: Path, sha256: str, device: torch.device) -> Checkpoint:
-    # Every file is checked against the manifest, and the manifest against the digest recorded
-    # for the version: a directory rewritten since it was registered is refused, not served.
-    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    checkpoint = load_checkpoint(directory, dtype=dtype, device=device)
-    if checkpoint_digest(directory) != sha256:
-        raise CheckpointError(
-            f"{directory}: not the files registered for this model version (the manifest's "
-            "digest differs from the recorded one)"
-        )
-    return checkpoint
+    return load_checkpoint(directory, dtype=_serving_dtype(device), device=device, digest=sha256)
+
+
+def _serving_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on a GPU, float32 on a CPU (where int8 or oneDNN packing starts from it)."""
+    return torch.float32 if device.type == "cpu" else torch.bfloat16
 
 
 @dataclass(frozen=True)
@@ -138,7 +131,9 @@ def sample_replies(
         raise ValueError(f"{len(sides)} sides but {len(on_text)} on_text callbacks")
     keys = [(str(version.directory), version.sha256) for version, _ in sides]
     rows_of: dict[tuple[str, str], list[int]] = {}
-    for index, key in enumerate(keys):
+    # In the versions' order, not the sides': the same version of a batch always goes to the
+    # same process, which keeps it warm.
+    for index, key in sorted(enumerate(keys), key=lambda item: item[1]):
         rows_of.setdefault(key, []).append(index)
     chats = {key: _chat_format(*key) for key in rows_of}
     prompts = {key: chat.encode_prompt(messages) for key, chat in chats.items()}
@@ -159,23 +154,27 @@ def sample_replies(
     else:
         groups = [[index for rows in rows_of.values() for index in rows]]
         policies = [trunk]
-    decodings = [
-        decode(
-            policy,
-            [prompts[keys[index]] for index in group],
-            [params[index] for index in group],
-            pad_id=chats[keys[group[0]]].tokenizer.pad_id or 0,
-        )
-        for policy, group in zip(policies, groups, strict=True)
-    ]
     with _sampling:
-        results = generate_together(
-            decodings,
-            on_tokens=[
-                functools.partial(_push_rows, [streams[index] for index in group])
-                for group in groups
-            ],
-        )
+        # A second version that shares no block with the first samples in the second process,
+        # on its own cores (any further one would step in turn here).
+        beside = _second_process() if len(groups) > 1 else None
+        decodings = []
+        for position, (policy, group) in enumerate(zip(policies, groups, strict=True)):
+            key = keys[group[0]]
+            rows = [prompts[keys[index]] for index in group], [params[index] for index in group]
+            pad_id = chats[key].tokenizer.pad_id or 0
+            if beside is not None and position == 1:
+                decodings.append(beside.decode(_request(key, *rows, pad_id=pad_id)))
+            else:
+                decodings.append(decode(policy, *rows, pad_id=pad_id))
+        with contextlib.nullcontext() if beside is None else beside.beside_this_one():
+            results = generate_together(
+                decodings,
+                on_tokens=[
+                    functools.partial(_push_rows, [streams[index] for index in group])
+                    for group in groups
+                ],
+            )
     completions = {
         index: completion
         for group, completed in zip(groups, results, strict=True)
@@ -246,3 +245,31 @@ def _shared_trunk(served: list[_Served], rows: list[int]) -> SharedTrunk | None:
     if common.blocks == 0:
         return None
     return SharedTrunk([s.policy for s in served], common, rows)  # type: ignore[misc]
+
+
+def _request(
+    key: tuple[str, str], prompts: list[list[int]], params: list[SamplingParams], *, pad_id: int
+) -> Request:
+    device = serving_device()
+    return Request(
+        *key,
+        dtype=_serving_dtype(device),
+        device=str(device),
+        mode=settings.SERVING_SAMPLING_MODE,
+        prompts=prompts,
+        params=params,
+        pad_id=pad_id,
+    )
+
+
+@functools.cache
+def _second_process() -> SamplingProcess | None:
+    """The process a second version samples in (settings.SERVING_SECOND_PROCESS), with half of
+    this process's PyTorch threads; None when off. "auto" is on for a CPU with two cores or
+    more: a GPU steps the two versions in turn."""
+    wanted = settings.SERVING_SECOND_PROCESS
+    if wanted == "auto":
+        wanted = (
+            "on" if serving_device().type == "cpu" and len(os.sched_getaffinity(0)) > 1 else "off"
+        )
+    return SamplingProcess(threads=max(1, torch.get_num_threads() // 2)) if wanted == "on" else None

@@ -267,6 +267,12 @@ SERVING_DEVICE = env.get_choice("SERVING_DEVICE", "auto", ("auto", "cpu", "cuda"
 # a GPU; "reference" samples with the weights as loaded. A mode for the other device stops
 # start-up.
 SERVING_SAMPLING_MODE = env.get_choice("SERVING_SAMPLING_MODE", "auto", SAMPLING_MODES)
+# Two versions of a comparison that share no weights (a policy retrained in every block beside
+# its parent, two unrelated models) sample in parallel, the second in a process of its own beside
+# the worker's (modelcore.sampling_process), which takes half the worker's threads: "auto" does so
+# on a CPU with two cores or more, where a pair then takes about 1.4x one response instead of 2x;
+# "off" steps the two in turn in the worker's process (as on a GPU).
+SERVING_SECOND_PROCESS = env.get_choice("SERVING_SECOND_PROCESS", "auto", ("auto", "on", "off"))
 if "auto" not in (SERVING_DEVICE, SERVING_SAMPLING_MODE):
     try:
         resolve_mode(SERVING_SAMPLING_MODE, SERVING_DEVICE)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.benchmarks.benchmark_runs import run_benchmark
 
-RUNS = ("one_response", "one_version_pair", "in_turn", "shared_trunk")
+RUNS = ("one_response", "one_version_pair", "in_turn", "shared_trunk", "second_process")
 
 
 @pytest.mark.smollm2

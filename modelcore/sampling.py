@@ -8,7 +8,8 @@ budget, so a row gives the same tokens alone or in a batch.
 `decode` is the decoding loop as a generator, one step per `next()`; `generate` runs one to the
 end, and `generate_together` advances several, each on its own model, a step each in turn, so
 two model versions answer the same prompt side by side. (Versions that share their bottom
-blocks do better as one decoding: `modelcore.shared_trunk`.)
+blocks do better as one decoding, `modelcore.shared_trunk`; others, each in its own process,
+`modelcore.sampling_process`.)
 """
 
 from __future__ import annotations
@@ -94,9 +95,10 @@ def generate_together(
     turn until all are done, so their rows stream side by side; `on_tokens[i]` sees decoding
     i's steps. Returns each decoding's completions.
 
-    The steps run one after the other in this thread: on a CPU, where a step is bound by reading
-    its model's weights, two models take as long together as one after the other; what they
-    gain is that both stream from the first token. Models that share their bottom blocks are
+    The steps run one after the other in this thread: on a CPU, two models in this process
+    take as long together as one after the other; what they gain is that both stream from the
+    first token. A decoding in a second process (`modelcore.sampling_process`) computes its
+    next step while this thread runs the others, and models that share their bottom blocks are
     one decoding instead, through `modelcore.shared_trunk.SharedTrunk`.
     """
     if len(on_tokens) != len(decodings):

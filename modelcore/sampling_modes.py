@@ -15,9 +15,11 @@
   seconds before its first token (a fault's recovery, a deploy), and two cores compiling starve
   the sampling beside them: it is there for a worker that serves long. A compiled step is also
   one whole model's, so a policy and its parent that share their bottom blocks cannot run them
-  once for both (`modelcore.shared_trunk`) and go a token each in turn: from the loop's second
-  week on, eager int8 samples their pair faster (6.0 against 9.1 s for SmolLM2, 256 tokens
-  each). How close int8 stays to float32 is pinned on the real SmolLM2 weights by
+  once for both (`modelcore.shared_trunk`) and sample in two processes
+  (`modelcore.sampling_process`): from the loop's second week on, eager int8 samples their pair
+  faster (7.5 s on the shared trunk against 8.4 s compiled in two processes, SmolLM2, 256 tokens
+  each; the first pair of a compiled worker also compiles again for the halved thread count,
+  16 s). How close int8 stays to float32 is pinned on the real SmolLM2 weights by
   tests/modelcore/test_sampling_modes.py.
 
 The names are read by Tandem's settings, which must not load PyTorch, so this module imports

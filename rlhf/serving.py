@@ -123,9 +123,11 @@ def sample_replies(
 
     Sides of one version are the rows of one batched pass. Versions that share their bottom
     blocks (a version the loop trained in its top blocks beside its parent) run those blocks
-    once for every row (`modelcore.shared_trunk`), so a pair costs little more than one reply;
-    other versions advance a token each in turn (`modelcore.sampling.generate_together`).
-    Either way both sides stream from the start and finish together.
+    once for every row (`modelcore.shared_trunk`), so a pair costs little more than one reply.
+    Two versions that share no block sample in parallel, the second in the second process
+    (`modelcore.sampling_process`, settings.SERVING_SECOND_PROCESS), or else a token each in
+    turn here (`modelcore.sampling.generate_together`). Every way, both sides stream from the
+    start.
     """
     if len(on_text) != len(sides):
         raise ValueError(f"{len(sides)} sides but {len(on_text)} on_text callbacks")
@@ -262,14 +264,17 @@ def _request(
     )
 
 
-@functools.cache
 def _second_process() -> SamplingProcess | None:
-    """The process a second version samples in (settings.SERVING_SECOND_PROCESS), with half of
-    this process's PyTorch threads; None when off. "auto" is on for a CPU with two cores or
-    more: a GPU steps the two versions in turn."""
+    """The process a second version samples in (settings.SERVING_SECOND_PROCESS); None when
+    off. "auto" is on for a CPU with two cores or more: a GPU steps the two versions in turn."""
     wanted = settings.SERVING_SECOND_PROCESS
     if wanted == "auto":
-        wanted = (
-            "on" if serving_device().type == "cpu" and len(os.sched_getaffinity(0)) > 1 else "off"
-        )
-    return SamplingProcess(threads=max(1, torch.get_num_threads() // 2)) if wanted == "on" else None
+        cores = len(os.sched_getaffinity(0))
+        wanted = "on" if serving_device().type == "cpu" and cores > 1 else "off"
+    return _beside() if wanted == "on" else None
+
+
+@functools.cache
+def _beside() -> SamplingProcess:
+    # Half of this process's PyTorch threads, which it leaves to the child while both sample.
+    return SamplingProcess(threads=max(1, torch.get_num_threads() // 2))

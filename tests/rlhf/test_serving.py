@@ -131,6 +131,43 @@ def test_a_pair_sampled_together_equals_each_reply_alone(
     assert pair[0][0] != pair[1][0]
 
 
+@pytest.mark.parametrize("second_process", ["on", "off"])
+def test_versions_sharing_no_block_sample_in_two_processes(
+    settings, tiny_version, other_version, second_process
+):
+    """With SERVING_SECOND_PROCESS on, one of two versions that share nothing samples in the
+    second process: its copy here never runs. Off, the two step in turn here. The replies are
+    the same either way."""
+    settings.SERVING_DEVICE = "cpu"
+    settings.SERVING_SECOND_PROCESS = second_process
+    messages = [Message("user", "Name a colour.")]
+    sides = [
+        (other_version, SamplingParams(max_new_tokens=10, temperature=0.7, top_p=0.9, seed=4)),
+        (tiny_version, SamplingParams(max_new_tokens=10, temperature=1.0, seed=5)),
+    ]
+    keys = [(str(version.directory), version.sha256) for version, _ in sides]
+    calls = [0, 0]
+    hooks = [
+        _sampling_policy(*key).policy.register_forward_hook(
+            lambda *_, side=side: calls.__setitem__(side, calls[side] + 1)
+        )
+        for side, key in enumerate(keys)
+    ]
+    try:
+        pair = sample_replies(messages, sides, [lambda *_: None] * 2)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # The version of the greater key samples beside this process: the same one, whatever side
+    # it is shown on, so each process keeps its own warm.
+    beside = keys.index(max(keys))
+    assert calls[beside] == (0 if second_process == "on" else 10)
+    assert calls[1 - beside] == 10  # a prefill and nine steps
+    for (version, params), (text, completion) in zip(sides, pair, strict=True):
+        alone_text, alone = sample_reply(version, messages, params, lambda _: None)
+        assert (text, completion.tokens) == (alone_text, alone.tokens)
+
+
 @pytest.fixture
 def top_trained_version(tiny_model_dir, artifacts_root, db):
     """The tiny model with its top block changed, as the loop's cheap training mode leaves a

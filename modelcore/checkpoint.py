@@ -91,12 +91,12 @@ def load_checkpoint(
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found")
+    _verify_manifest(directory)  # first: a damaged file is named, whatever the digest
     if digest is not None and checkpoint_digest(directory) != digest:
         raise CheckpointError(
             f"{directory}: not the files registered for this model version (the manifest's "
             "digest differs from the recorded one)"
         )
-    _verify_manifest(directory)
     meta = read_json(directory / "config.json")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(

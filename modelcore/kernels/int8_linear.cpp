@@ -58,6 +58,11 @@ void dot_up_to_4_rows(const float* x, int64_t rows, const int8_t* w, int64_t k, 
   }
 }
 
+// How many weight rows ahead of the one being multiplied its thread asks the cache for. Rows
+// are 576 to 1536 bytes in SmolLM2; 4 to 16 rows ahead were alike (8: 5.6 ms a token for one
+// row of x, 7.3 for two; 2 rows ahead: 6.2 and 7.9).
+constexpr int64_t kPrefetchRows = 8;
+
 }  // namespace
 
 torch::Tensor int8_linear(torch::Tensor x, torch::Tensor weight, torch::Tensor scale) {
@@ -77,6 +82,12 @@ torch::Tensor int8_linear(torch::Tensor x, torch::Tensor weight, torch::Tensor s
   float* op = out.data_ptr<float>();
   at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
+      // The hardware prefetcher alone left the weights' stream at half the memory bandwidth
+      // (SmolLM2's 30 blocks and head in int8, one row of x: 10.6 ms a token, 5.6 with this).
+      if (row + kPrefetchRows < end) {
+        const char* ahead = reinterpret_cast<const char*>(wp + (row + kPrefetchRows) * k);
+        for (int64_t line = 0; line < k; line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+      }
       for (int64_t first = 0; first < m; first += 4) {
         dot_up_to_4_rows(xp + first * k, std::min<int64_t>(4, m - first), wp + row * k, k,
                          sp[row], op + first * n + row, n);

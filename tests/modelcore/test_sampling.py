@@ -13,7 +13,9 @@ from modelcore.config import ModelConfig
 from modelcore.cpu_sampling import prepare_for_cpu_sampling
 from modelcore.model import LlamaLM
 from modelcore.sampling import (
+    NUCLEUS_CANDIDATES,
     SamplingParams,
+    _nucleus,
     _Rows,
     _sample,
     decode,
@@ -73,6 +75,31 @@ def test_draws_follow_the_tempered_truncated_distribution() -> None:
     error = (expected * (1 - expected) / rows).sqrt()
     assert torch.all((observed - expected).abs() <= 4 * error + 1e-9), (observed, expected)
     assert observed[[4, 5]].sum() == 0
+
+
+def nucleus_by_a_full_sort(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """The top-p definition, the whole vocabulary sorted."""
+    ordered, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(ordered, dim=-1)
+    drop = (probs.cumsum(dim=-1) - probs) >= top_p
+    return logits.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
+
+
+@pytest.mark.parametrize(
+    ("scale", "sizes"),
+    [(4.0, [105, 1]), (0.01, [17965, 9920])],
+    ids=["nucleus among the candidates", "nucleus past them"],
+)
+def test_the_nucleus_is_the_one_a_full_sort_finds(scale: float, sizes: list[int]) -> None:
+    """`_nucleus` sorts only the largest logits when they hold the nucleus, and the whole
+    vocabulary when they do not; a row without a cut keeps every logit either way."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 20_000, generator=generator) * scale
+    top_p = torch.tensor([[0.9], [0.5], [float("inf")]])
+    kept = _nucleus(logits, top_p)
+    assert torch.equal(kept, nucleus_by_a_full_sort(logits, top_p))
+    assert (kept > float("-inf")).sum(dim=-1).tolist() == [*sizes, 20_000]
+    assert (max(sizes) <= NUCLEUS_CANDIDATES) == (scale == 4.0)
 
 
 def test_top_k_limits_the_choices(model: LlamaLM) -> None:

@@ -4,6 +4,7 @@ child's death and the parent's."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -122,6 +123,30 @@ def test_a_child_that_dies_mid_decoding_fails_it_and_a_new_child_takes_the_next(
         next(decoding), next(decoding)
     assert process.pid is None
     assert tokens(process.decode(request(tiny))) == tokens(decode(here, PROMPTS, PARAMS, pad_id=0))
+
+
+def decode_in_a_daemon(directory: str, results) -> None:
+    process = SamplingProcess(threads=1)
+    try:
+        results.put(tokens(process.decode(request(Path(directory)))))
+    except Exception as error:  # reported to the test rather than lost with the daemon
+        results.put(repr(error))
+    finally:
+        process.close()
+
+
+def test_a_daemonic_process_starts_the_second_process(tiny, here):
+    """A Celery prefork child is daemonic, and a daemonic process may not start
+    `multiprocessing` children: the second process is a plain subprocess, which it may."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    daemon = context.Process(target=decode_in_a_daemon, args=(str(tiny), results), daemon=True)
+    daemon.start()
+    try:
+        outcome = results.get(timeout=300)  # a deadline for the answer, not a timed outcome
+    finally:
+        daemon.join(timeout=60)
+    assert outcome == tokens(decode(here, PROMPTS, PARAMS, pad_id=0))
 
 
 PARENT = """

@@ -18,7 +18,7 @@
   once for both (`modelcore.shared_trunk`) and sample in two processes
   (`modelcore.sampling_process`): from the loop's second week on, eager int8 samples their pair
   faster (7.5 s on the shared trunk against 8.4 s compiled in two processes, SmolLM2, 256 tokens
-  each; the first pair of a compiled worker also compiles again for the halved thread count,
+  each, before the int8 kernel prefetched its weights; the first pair of a compiled worker also compiles again for the halved thread count,
   16 s). How close int8 stays to float32 is pinned on the real SmolLM2 weights by
   tests/modelcore/test_sampling_modes.py.
 

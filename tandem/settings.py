@@ -270,7 +270,7 @@ SERVING_SAMPLING_MODE = env.get_choice("SERVING_SAMPLING_MODE", "auto", SAMPLING
 # Two versions of a comparison that share no weights (a policy retrained in every block beside
 # its parent, two unrelated models) sample in parallel, the second in a process of its own beside
 # the worker's (modelcore.sampling_process), which takes half the worker's threads: "auto" does so
-# on a CPU with two cores or more, where a pair then takes about 1.4x one response instead of 2x;
+# on a CPU with two cores or more, where a pair then takes about 1.6x one response instead of 2x;
 # "off" steps the two in turn in the worker's process (as on a GPU).
 SERVING_SECOND_PROCESS = env.get_choice("SERVING_SECOND_PROCESS", "auto", ("auto", "on", "off"))
 if "auto" not in (SERVING_DEVICE, SERVING_SAMPLING_MODE):

@@ -2,8 +2,8 @@
 
 On a CPU a decoding step of a small model does not get faster with more threads (SmolLM2 int8:
 the same time at one and at two), so two models stepping in turn in one process take twice as
-long as one. Each in its own process, on its own core, they take little more than one. Python
-threads cannot do it: the eager glue around every step holds the interpreter lock. A Celery
+long as one. Each in its own process, on its own core, they take about 1.6 times one (they
+share the memory's bandwidth: `benchmarks/two_versions.py`). Python threads cannot do it: the eager glue around every step holds the interpreter lock. A Celery
 prefork child is a daemonic process, which `multiprocessing` refuses children, so the second
 process is a plain subprocess running this module, and the two talk in pickles over its stdin
 and stdout (a private pipe between two processes of one installation).

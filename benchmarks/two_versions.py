@@ -82,7 +82,9 @@ def main() -> None:
     parent = parent.eval()
     child = moved_top(parent, args.train_layers)
     common = common_parts(model_digests(parent), model_digests(child))
-    saved = Path(tempfile.mkdtemp(prefix="two-versions-")) / "child"
+    # The child's checkpoint, for the second process to load (a SmolLM2 copy: removed at exit).
+    scratch = tempfile.TemporaryDirectory(prefix="two-versions-")
+    saved = Path(scratch.name) / "child"
     save_checkpoint(child, tokenizer, saved)
     parent, child = (prepare_for_sampling(m, args.mode) for m in (parent, child))
     if not all(isinstance(m, LlamaLM) for m in (parent, child)):
@@ -166,6 +168,7 @@ def main() -> None:
         **environment(device),
     }
     beside.close()
+    scratch.cleanup()
     emit(result)
 
 

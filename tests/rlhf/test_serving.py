@@ -105,8 +105,9 @@ def other_version(artifacts_root, db):
 def test_a_pair_sampled_together_equals_each_reply_alone(
     settings, tiny_version, other_version, two_versions
 ):
-    """One version at two temperatures is one batch of two rows; two versions advance a token
-    each in turn. Either way each side is what it would be alone, and streams as it grows."""
+    """One version at two temperatures is one batch of two rows; two versions sample side by
+    side (in two processes or in turn: the next test). Either way each side is what it would be
+    alone, and streams as it grows."""
     settings.SERVING_DEVICE = "cpu"
     messages = [Message("user", "Name a colour.")]
     sides = [

@@ -11,7 +11,8 @@ Decoding is bound by streaming the weights from memory once per token, and by pe
   PyTorch's own weight-only int8 CPU kernel (`_weight_int8pack_mm`) is several times slower than
   float32 on AVX2 machines, so the product is a small AVX2 kernel (`kernels/int8_linear.cpp`),
   compiled with PyTorch's C++ extension builder the first time the mode is used (about 30 s;
-  cached afterwards).
+  cached afterwards). A block's one-token decoding step runs as one call of that extension
+  (`Int8Block`): eagerly its twenty-odd small operators cost more in dispatch than in arithmetic.
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ import torch
 from torch import nn
 from torch.utils.cpp_extension import load_inline
 
-from modelcore.model import LlamaLM
+from modelcore.model import Block, KVCache, LlamaLM
+from modelcore.segments import Segments
 
-_KERNEL_SOURCE = Path(__file__).parent / "kernels" / "int8_linear.cpp"
+# Compiled as one extension, the block's step calling the linear kernel's matrix product.
+_KERNEL_SOURCES = [
+    Path(__file__).parent / "kernels" / name
+    for name in ("int8_linear.cpp", "int8_decode_block.cpp")
+]
 
 
 def int8_supported() -> bool:
@@ -42,8 +48,8 @@ def int8_kernel() -> ModuleType:
         raise RuntimeError(f"int8 sampling mode needs an AVX2 CPU; this one offers {capability}")
     return load_inline(
         name="tandem_int8_linear",
-        cpp_sources=[_KERNEL_SOURCE.read_text()],
-        functions=["int8_linear"],
+        cpp_sources=[source.read_text() for source in _KERNEL_SOURCES],
+        functions=["int8_linear", "int8_decode_block"],
         # at::parallel_for is an OpenMP loop in a header: without -fopenmp it runs on one thread.
         extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
@@ -88,6 +94,58 @@ class Int8Linear(nn.Module):
         return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}, int8"
 
 
+class Int8Block(nn.Module):
+    """A decoder block of `Int8Linear` layers whose one-token decoding step is one call of the
+    kernel (`kernels/int8_decode_block.cpp`). A prefill, and a step that torch.compile traces,
+    run the block as it is."""
+
+    def __init__(self, block: Block) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | Segments | None,
+        cache: KVCache | None,
+        slots: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if (
+            cache is None
+            or slots is None
+            or not isinstance(mask, torch.Tensor)
+            or x.shape[1] != 1
+            or torch.compiler.is_compiling()
+        ):
+            return self.block(x, rope, mask, cache, slots)
+        block = self.block
+        attention, feed_forward = block.attention, block.feed_forward
+        cos, sin = rope
+        return int8_kernel().int8_decode_block(
+            x.contiguous(),
+            cos.contiguous(),
+            sin.contiguous(),
+            mask.contiguous(),
+            int(slots),
+            cache.k,
+            cache.v,
+            block.attention_norm.weight,
+            block.attention_norm.eps,
+            attention.wqkv.weight,
+            attention.wqkv.scale,
+            attention.wo.weight,
+            attention.wo.scale,
+            block.ffn_norm.weight,
+            block.ffn_norm.eps,
+            feed_forward.w13.weight,
+            feed_forward.w13.scale,
+            feed_forward.w2.weight,
+            feed_forward.w2.scale,
+            attention.n_heads,
+        )
+
+
 class PackedLinear(nn.Module):
     """A bias-free float32 `nn.Linear` with its weight in oneDNN's blocked layout."""
 
@@ -108,8 +166,9 @@ class PackedLinear(nn.Module):
 
 
 def prepare_for_cpu_sampling(model: LlamaLM, *, int8: bool = False) -> LlamaLM:
-    """Swap every linear layer of a float32 CPU policy for `PackedLinear` (or `Int8Linear`),
-    in place; returns the model, which can then sample but no longer train.
+    """Swap every linear layer of a float32 CPU policy for `PackedLinear` (or `Int8Linear`,
+    and every block for an `Int8Block`), in place; returns the model, which can then sample but
+    no longer train.
 
     The token embedding stays as it is: a lookup reads one row, not the whole table.
     """
@@ -125,4 +184,6 @@ def prepare_for_cpu_sampling(model: LlamaLM, *, int8: bool = False) -> LlamaLM:
         for name, child in module.named_children():
             if isinstance(child, nn.Linear):
                 setattr(module, name, layer(child))
+    if int8:
+        model.decoder.layers = nn.ModuleList(Int8Block(block) for block in model.decoder.layers)
     return model

@@ -132,8 +132,6 @@ def main() -> None:
     runner: Any = ours
     if args.compile:
         runner = CompiledDecoding(ours)
-        if int8 is not None:
-            int8 = CompiledDecoding(int8)
     elif device.type == "cpu" and dtype == torch.float32:
         # Our CPU serving path: the weights packed once for oneDNN (modelcore.cpu_sampling).
         runner = prepare_for_cpu_sampling(copy.deepcopy(ours))

@@ -56,19 +56,6 @@ def int8_kernel() -> ModuleType:
     )
 
 
-@torch.library.custom_op("tandem::int8_linear", mutates_args=())
-def int8_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x [M, K] float32 @ (weight [N, K] int8 * scale [N]).T, as a PyTorch operator, so that
-    `torch.compile` traces through a model that uses it (a plain extension call would break
-    the graph at every layer)."""
-    return int8_kernel().int8_linear(x, weight, scale)
-
-
-@int8_linear.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x.new_empty(x.shape[0], weight.shape[0])
-
-
 class Int8Linear(nn.Module):
     """A bias-free `nn.Linear` with int8 weights and one float32 scale per output channel."""
 
@@ -84,10 +71,9 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1]).float()
-        # Eager sampling calls the kernel itself: the operator's Python dispatch costs about
-        # 15 us a call, 1.8 ms of a SmolLM2 token's 120 calls. torch.compile needs the operator.
-        op = int8_linear if torch.compiler.is_compiling() else int8_kernel().int8_linear
-        out = op(flat, self.weight, self.scale)
+        # The extension's function itself, not a registered PyTorch operator: an operator's
+        # Python dispatch costs about 15 us a call, 1.8 ms of a SmolLM2 token's 120 calls.
+        out = int8_kernel().int8_linear(flat, self.weight, self.scale)
         return out.reshape(*x.shape[:-1], -1).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -96,8 +82,7 @@ class Int8Linear(nn.Module):
 
 class Int8Block(nn.Module):
     """A decoder block of `Int8Linear` layers whose one-token decoding step is one call of the
-    kernel (`kernels/int8_decode_block.cpp`). A prefill, and a step that torch.compile traces,
-    run the block as it is."""
+    kernel (`kernels/int8_decode_block.cpp`); a prefill runs the block as it is."""
 
     def __init__(self, block: Block) -> None:
         super().__init__()
@@ -111,13 +96,7 @@ class Int8Block(nn.Module):
         cache: KVCache | None,
         slots: torch.Tensor | None,
     ) -> torch.Tensor:
-        if (
-            cache is None
-            or slots is None
-            or not isinstance(mask, torch.Tensor)
-            or x.shape[1] != 1
-            or torch.compiler.is_compiling()
-        ):
+        if cache is None or slots is None or not isinstance(mask, torch.Tensor) or x.shape[1] != 1:
             return self.block(x, rope, mask, cache, slots)
         block = self.block
         attention, feed_forward = block.attention, block.feed_forward

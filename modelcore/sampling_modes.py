@@ -2,24 +2,14 @@
 
 - reference: the weights as loaded (float32 packed for oneDNN on a CPU, bfloat16 on a GPU),
   every step eager: what the faster modes are checked against.
-- int8 (CPU): int8 weight-only linear layers (`modelcore.cpu_sampling`), eager.
-- int8-compiled (CPU): the same, with the one-token decoding step compiled by torch.compile
-  (`modelcore.compiled_decode`): the same tokens as int8 (greedy answers identical on the test
-  prompts), 110 against 79 tok/s for a pair here (2 rows, 32 tokens, best of 3), after about
-  40 s of compiling per shape while the model loads.
+- int8 (CPU): int8 weight-only linear layers, each block's one-token step one C++ call
+  (`modelcore.cpu_sampling`).
 - cuda-graphs (GPU): the one-token decoding step compiled and replayed as a CUDA graph
   (`modelcore.compiled_decode`).
-- auto: the fastest mode that keeps the model's answers and serves a worker's first prompt
-  without a wait: int8 on a CPU (reference on one without AVX2), cuda-graphs on a GPU. On a CPU
-  int8-compiled is faster once compiled, but a worker that (re)starts compiles for tens of
-  seconds before its first token (a fault's recovery, a deploy), and two cores compiling starve
-  the sampling beside them: it is there for a worker that serves long. A compiled step is also
-  one whole model's, so a policy and its parent that share their bottom blocks cannot run them
-  once for both (`modelcore.shared_trunk`) and sample in two processes
-  (`modelcore.sampling_process`): from the loop's second week on, eager int8 samples their pair
-  faster (7.5 s on the shared trunk against 8.4 s compiled in two processes, SmolLM2, 256 tokens
-  each, before the int8 kernel prefetched its weights; the first pair of a compiled worker also compiles again for the halved thread count,
-  16 s). How close int8 stays to float32 is pinned on the real SmolLM2 weights by
+- auto: the fastest mode that keeps the model's answers: int8 on a CPU (reference on one without
+  AVX2), cuda-graphs on a GPU. (On a CPU, compiling int8's step with torch.compile was slower
+  than the C++ block step, 3.1 against 2.1 s for a SmolLM2 pair of 256 tokens, after compiling
+  for 73 s.) How close int8 stays to float32 is pinned on the real SmolLM2 weights by
   tests/modelcore/test_sampling_modes.py.
 
 The names are read by Tandem's settings, which must not load PyTorch, so this module imports
@@ -34,9 +24,9 @@ if TYPE_CHECKING:
     from modelcore.compiled_decode import CompiledDecoding
     from modelcore.model import LlamaLM
 
-SAMPLING_MODES = ("auto", "reference", "int8", "int8-compiled", "cuda-graphs")
+SAMPLING_MODES = ("auto", "reference", "int8", "cuda-graphs")
 # The device type each explicit mode runs on (reference runs on either).
-MODE_DEVICES = {"int8": "cpu", "int8-compiled": "cpu", "cuda-graphs": "cuda"}
+MODE_DEVICES = {"int8": "cpu", "cuda-graphs": "cuda"}
 
 
 def resolve_mode(mode: str, device_type: str) -> str:
@@ -69,10 +59,7 @@ def prepare_for_sampling(model: LlamaLM, mode: str) -> LlamaLM | CompiledDecodin
         return _warmed_up(CompiledDecoding(model))
     if device_type != "cpu":
         return model
-    prepared = prepare_for_cpu_sampling(model, int8=mode in ("int8", "int8-compiled"))
-    if mode == "int8-compiled":
-        return _warmed_up(CompiledDecoding(prepared))
-    return prepared
+    return prepare_for_cpu_sampling(model, int8=mode == "int8")
 
 
 def _warmed_up(policy: CompiledDecoding) -> CompiledDecoding:

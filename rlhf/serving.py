@@ -229,9 +229,9 @@ class _Served:
 
 @functools.lru_cache(maxsize=2)  # the batch's two variants, kept warm between tasks
 def _sampling_policy(directory: str, sha256: str) -> _Served:
-    # Prepared once per process in settings.SERVING_SAMPLING_MODE. A compiled mode compiles
-    # here, as the model loads, before its first sampled token: the first comparison a fresh
-    # worker samples waits for it (tens of seconds on a CPU), later ones replay the compiled step.
+    # Prepared once per process in settings.SERVING_SAMPLING_MODE. The GPU's compiled mode
+    # compiles here, as the model loads, before its first sampled token: the first comparison a
+    # fresh worker samples waits for it, later ones replay the compiled step.
     model = _load(Path(directory), sha256, serving_device()).model.eval()
     digests = model_digests(model)
     return _Served(prepare_for_sampling(model, settings.SERVING_SAMPLING_MODE), digests)

@@ -8,9 +8,10 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 from modelcore.config import ModelConfig
-from modelcore.cpu_sampling import prepare_for_cpu_sampling
+from modelcore.cpu_sampling import int8_supported, prepare_for_cpu_sampling
 from modelcore.model import LlamaLM
 from modelcore.sampling import (
     NUCLEUS_CANDIDATES,
@@ -345,6 +346,23 @@ def test_int8_mode_stays_close_to_float() -> None:
     assert quantized.shape == reference.shape
     relative = (quantized - reference).norm() / reference.norm()
     assert relative < 0.05
+
+
+@pytest.mark.skipif(not int8_supported(), reason="the int8 kernel needs AVX2")
+def test_the_int8_blocks_one_call_step_is_their_operators_step() -> None:
+    """Prompts of three lengths (left-padded rows, pad columns masked), each row at its own
+    temperature: the same tokens, and log-probabilities equal up to float32 rounding."""
+    torch.manual_seed(0)
+    fused = prepare_for_cpu_sampling(LlamaLM(TINY).eval(), int8=True)
+    operators = copy.deepcopy(fused)
+    operators.decoder.layers = nn.ModuleList(b.block for b in operators.decoder.layers)
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15]]
+    params = [SamplingParams(max_new_tokens=24, temperature=t, seed=3) for t in (0.0, 0.8, 1.2)]
+    ours = generate(fused, prompts, params, pad_id=0)
+    reference = generate(operators, prompts, params, pad_id=0)
+    assert [c.tokens for c in ours] == [c.tokens for c in reference]
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
 
 
 def test_packed_float32_mode_matches_float_and_needs_float32_on_cpu() -> None:

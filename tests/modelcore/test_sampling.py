@@ -87,20 +87,24 @@ def nucleus_by_a_full_sort(logits: torch.Tensor, top_p: torch.Tensor) -> torch.T
 
 
 @pytest.mark.parametrize(
-    ("scale", "sizes"),
-    [(4.0, [105, 1]), (0.01, [17965, 9920])],
-    ids=["nucleus among the candidates", "nucleus past them"],
+    ("scale", "sizes", "sort"),
+    [(4.0, [105, 1], 0), (2.5, [2056, 69], 1), (0.01, [17965, 9920], 2)],
+    ids=["nucleus among the fewest candidates", "among the most", "past them"],
 )
-def test_the_nucleus_is_the_one_a_full_sort_finds(scale: float, sizes: list[int]) -> None:
-    """`_nucleus` sorts only the largest logits when they hold the nucleus, and the whole
-    vocabulary when they do not; a row without a cut keeps every logit either way."""
+def test_the_nucleus_is_the_one_a_full_sort_finds(
+    scale: float, sizes: list[int], sort: int
+) -> None:
+    """`_nucleus` sorts only the largest logits when they hold the nucleus, more of them when
+    they do not, and the whole vocabulary last (`sort` says which of these the largest nucleus
+    needs); a row without a cut keeps every logit."""
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 20_000, generator=generator) * scale
     top_p = torch.tensor([[0.9], [0.5], [float("inf")]])
     kept = _nucleus(logits, top_p)
     assert torch.equal(kept, nucleus_by_a_full_sort(logits, top_p))
     assert (kept > float("-inf")).sum(dim=-1).tolist() == [*sizes, 20_000]
-    assert (max(sizes) <= NUCLEUS_CANDIDATES) == (scale == 4.0)
+    bounds = (0, *NUCLEUS_CANDIDATES, 20_000)
+    assert bounds[sort] < max(sizes) <= bounds[sort + 1]
 
 
 def test_top_k_limits_the_choices(model: LlamaLM) -> None:

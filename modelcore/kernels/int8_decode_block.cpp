@@ -1,7 +1,8 @@
 // One decoder block's one-token decoding step as one call, its linear layers int8 weight-only.
 //
 // Eagerly, a block's step is about twenty PyTorch operators on tensors of a few hundred floats,
-// and their dispatch, not their arithmetic, is a third of a SmolLM2 token's time on a CPU. Here
+// and their dispatch, not their arithmetic, was nearly half of a SmolLM2 pair's decoding time on
+// a CPU (256 greedy tokens for two rows: 4.1 s, 2.2 s with this). Here
 // the norms, rotary embedding, cache write, attention and SwiGLU are plain loops between the
 // four int8 matrix products (`int8_matmul`, compiled beside this file), in the same float32
 // arithmetic as `modelcore.model.Block`: the results differ from it by rounding only.

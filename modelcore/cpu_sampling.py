@@ -47,7 +47,7 @@ def int8_kernel() -> ModuleType:
         capability = torch.backends.cpu.get_cpu_capability()
         raise RuntimeError(f"int8 sampling mode needs an AVX2 CPU; this one offers {capability}")
     return load_inline(
-        name="tandem_int8_linear",
+        name="tandem_int8",
         cpp_sources=[source.read_text() for source in _KERNEL_SOURCES],
         functions=["int8_linear", "int8_decode_block"],
         # at::parallel_for is an OpenMP loop in a header: without -fopenmp it runs on one thread.

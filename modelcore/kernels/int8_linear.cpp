@@ -94,12 +94,13 @@ void check_int8_weight(const torch::Tensor& weight, const torch::Tensor& scale, 
 
 torch::Tensor int8_linear(torch::Tensor x, torch::Tensor weight, torch::Tensor scale) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "x must be float32 [M, K]");
-  weight = weight.contiguous();
-  check_int8_weight(weight, scale.contiguous(), x.size(1));
   x = x.contiguous();
+  weight = weight.contiguous();
+  scale = scale.contiguous();
+  check_int8_weight(weight, scale, x.size(1));
   const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
   auto out = torch::empty({m, n}, x.options());
-  int8_matmul(x.data_ptr<float>(), m, k, weight.data_ptr<int8_t>(),
-              scale.contiguous().data_ptr<float>(), n, out.data_ptr<float>());
+  int8_matmul(x.data_ptr<float>(), m, k, weight.data_ptr<int8_t>(), scale.data_ptr<float>(), n,
+              out.data_ptr<float>());
   return out;
 }

@@ -264,8 +264,8 @@ ANNOTATION_GOLD_FLOOR = env.get_float("ANNOTATION_GOLD_FLOOR", 0.8, minimum=0.0,
 SERVING_DEVICE = env.get_choice("SERVING_DEVICE", "auto", ("auto", "cpu", "cuda"))
 # How models sample there (modelcore.sampling_modes): "auto" is the fastest mode that keeps the
 # model's answers, int8 weights (each block's decoding step one C++ call) on a CPU and the
-# CUDA-graph step on a GPU; "reference" samples with the weights as loaded. A mode for the other device stops
-# start-up.
+# CUDA-graph step on a GPU; "reference" samples with the weights as loaded. A mode for the other
+# device stops start-up.
 SERVING_SAMPLING_MODE = env.get_choice("SERVING_SAMPLING_MODE", "auto", SAMPLING_MODES)
 # Two versions of a comparison that share no weights (a policy retrained in every block beside
 # its parent, two unrelated models) sample in parallel, the second in a process of its own beside

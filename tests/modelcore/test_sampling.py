@@ -352,14 +352,21 @@ def test_int8_mode_stays_close_to_float() -> None:
     assert relative < 0.05
 
 
+def blocks_as_operators(int8: LlamaLM) -> LlamaLM:
+    """A copy of an int8-prepared model whose blocks decode as PyTorch operators, not as the
+    kernel's one call (`Int8Block` unwrapped): the reference for that call."""
+    operators = copy.deepcopy(int8)
+    operators.decoder.layers = nn.ModuleList(b.block for b in operators.decoder.layers)
+    return operators
+
+
 @pytest.mark.skipif(not int8_supported(), reason="the int8 kernel needs AVX2")
 def test_the_int8_blocks_one_call_step_is_their_operators_step() -> None:
     """Prompts of three lengths (left-padded rows, pad columns masked), each row at its own
     temperature: the same tokens, and log-probabilities equal up to float32 rounding."""
     torch.manual_seed(0)
     fused = prepare_for_cpu_sampling(LlamaLM(TINY).eval(), int8=True)
-    operators = copy.deepcopy(fused)
-    operators.decoder.layers = nn.ModuleList(b.block for b in operators.decoder.layers)
+    operators = blocks_as_operators(fused)
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15]]
     params = [SamplingParams(max_new_tokens=24, temperature=t, seed=3) for t in (0.0, 0.8, 1.2)]
     ours = generate(fused, prompts, params, pad_id=0)

@@ -24,7 +24,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from modelcore.chat import ChatTemplate, Message, encode_dialogue
 from modelcore.cpu_sampling import int8_supported
@@ -32,6 +31,7 @@ from modelcore.model import LlamaLM
 from modelcore.sampling import SamplingParams, generate
 from modelcore.sampling_modes import prepare_for_sampling, resolve_mode
 from modelcore.tokenizer import Tokenizer
+from tests.modelcore.test_sampling import blocks_as_operators
 
 PROMPTS = (
     "What is the capital of France?",
@@ -106,8 +106,7 @@ def test_the_one_call_block_step_gives_the_blocks_tokens(smollm2, int8, prompts)
     within 6.4e-6."""
     _, tokenizer = smollm2
     params = SamplingParams(max_new_tokens=GREEDY_TOKENS, temperature=0)
-    operators = copy.deepcopy(int8)
-    operators.decoder.layers = nn.ModuleList(b.block for b in operators.decoder.layers)
+    operators = blocks_as_operators(int8)
     fused = generate(int8, prompts, params, pad_id=tokenizer.pad_id)
     reference = generate(operators, prompts, params, pad_id=tokenizer.pad_id)
     assert [c.tokens for c in fused] == [c.tokens for c in reference]
